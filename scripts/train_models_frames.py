@@ -1,0 +1,138 @@
+"""Train tokenizer, WM_act and WM_txt in one go from a folder of dataset shards held in memory.
+
+For short runs on a lent GPU, where neither the package's CLI dependencies nor ManiSkill are
+installed: ``PYTHONPATH=src python scripts/train_models_frames.py SHARDS OUT --embeddings E.json``.
+The last shard is held out; the script prints held-out tokenizer PSNR and world-model token
+accuracy. Each stage stops at its time limit; weights-only copies of the three checkpoints are
+written to OUT/export as soon as each stage ends, so a run cut short still returns what it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from roboscape_r.checkpoint import export_weights
+from roboscape_r.tokenizer import TokenizerTrainConfig, load_tokenizer, train_tokenizer
+from roboscape_r.worldmodel.config import WMTrainConfig
+from roboscape_r.worldmodel.text_encoder import PrecomputedTextEncoder
+from roboscape_r.worldmodel.train import load_world_model, train_world_model
+
+
+def load_episodes(paths: list[Path]) -> list[dict]:
+    episodes = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            for name in f:
+                group = f[name]
+                episodes.append({"frames": torch.from_numpy(group["obs/rgb"][()]),
+                                 "actions": group["actions"][()], "success": group["success"][()],
+                                 "instruction": str(group.attrs["instruction"])})
+    return episodes
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a.float() - b.float()) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+    return float((10 * torch.log10(255.0**2 / mse)).mean())
+
+
+def tokenize(episodes: list[dict], tokenizer, device) -> list[dict]:
+    """Episode dicts as world-model clips: tokens (L, h, w) of frames 0..L-1 with actions 0..L-1."""
+    clips = []
+    with torch.no_grad():
+        for ep in episodes:
+            tokens = torch.cat([tokenizer.encode(chunk.to(device)) for chunk in ep["frames"].split(512)]).cpu()
+            clips.append({"tokens": tokens[:-1], "all_tokens": tokens, "actions": ep["actions"],
+                          "success": ep["success"], "instruction": ep["instruction"]})
+    return clips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("shards", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--embeddings", type=Path, required=True, help="JSON {instruction: [384 floats]}")
+    parser.add_argument("--tokenizer-steps", type=int, default=3000)
+    parser.add_argument("--tokenizer-seconds", type=float, default=120)
+    parser.add_argument("--wm-steps", type=int, default=3000)
+    parser.add_argument("--wm-seconds", type=float, default=60)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--bf16", action="store_true")
+    args = parser.parse_args()
+    export = args.out / "export"
+    export.mkdir(parents=True, exist_ok=True)
+    paths = sorted(args.shards.glob("shard_*.h5"))
+    if len(paths) < 2:
+        raise SystemExit(f"need at least 2 shards in {args.shards} (one is held out), found {len(paths)}")
+    train_eps, val_eps = load_episodes(paths[:-1]), load_episodes(paths[-1:])
+    train_frames = torch.cat([e["frames"] for e in train_eps])
+    val_frames = torch.cat([e["frames"] for e in val_eps])
+    report: dict = {"train_episodes": len(train_eps), "train_frames": len(train_frames), "heldout_frames": len(val_frames),
+                    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    print(json.dumps(report), flush=True)
+
+    started = time.time()
+    tok_config = TokenizerTrainConfig(steps=args.tokenizer_steps, batch_size=args.batch_size, device=args.device,
+                                      time_limit_s=args.tokenizer_seconds, ckpt_every=500, log_every=50)
+    result = train_tokenizer(tok_config, train_frames, args.out / "tokenizer")
+    export_weights(result.checkpoint_path, export / "tokenizer.pt", expected_kind="tokenizer")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
+    tokenizer = load_tokenizer(result.checkpoint_path, map_location=device).eval()
+    with torch.no_grad():
+        recon = torch.cat([tokenizer.decode(tokenizer.encode(c.to(device))).cpu() for c in val_frames.split(512)])
+    report["tokenizer"] = {"step": result.step, "finished": result.finished, "seconds": time.time() - started,
+                           "heldout_psnr_db": psnr(recon, val_frames),
+                           "heldout_copy_last_frame_psnr_db": psnr(val_frames[1:], val_frames[:-1])}
+    print(json.dumps(report["tokenizer"]), flush=True)
+
+    train_clips, val_clips = tokenize(train_eps, tokenizer, device), tokenize(val_eps, tokenizer, device)
+    text_encoder = PrecomputedTextEncoder(json.loads(args.embeddings.read_text()))
+    for kind in ("act", "txt"):
+        started = time.time()
+        wm_config = WMTrainConfig(kind=kind, steps=args.wm_steps, batch_size=args.batch_size, device=args.device,
+                                  bf16=args.bf16, time_limit_s=args.wm_seconds, ckpt_every=500, log_every=50)
+        result = train_world_model(wm_config, train_clips, None, args.out / f"wm_{kind}", text_encoder=text_encoder)
+        export_weights(result.checkpoint, export / f"wm_{kind}.pt", expected_kind=f"wm_{kind}")
+        report[f"wm_{kind}"] = {"step": result.step, "seconds": time.time() - started,
+                                "last_losses": {k: float(v) for k, v in dict(result.last_losses).items()}
+                                if result.last_losses else None,
+                                "heldout": heldout_accuracy(result.checkpoint, kind, val_clips, text_encoder, device)}
+        print(json.dumps(report[f"wm_{kind}"]), flush=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    (export / "report.json").write_text(json.dumps(report, indent=2))
+
+
+def heldout_accuracy(ckpt: Path, kind: str, clips: list[dict], text_encoder, device) -> dict:
+    """Teacher-forced next-frame token accuracy on held-out episodes, vs copying the last frame's tokens."""
+    model = load_world_model(ckpt, kind=f"wm_{kind}", map_location=device).eval()
+    context = model.config.context_frames
+    hits = copies = total = 0
+    with torch.no_grad():
+        for clip in clips:
+            tokens = clip["all_tokens"][: context + 1].to(device)[None]  # (1, T+1, h, w)
+            if tokens.shape[1] < 2:
+                continue
+            T = tokens.shape[1] - 1
+            kwargs = {}
+            if kind == "act":
+                kwargs["actions"] = torch.as_tensor(clip["actions"][:T], dtype=torch.float32, device=device)[None]
+            else:
+                kwargs["instruction_embeddings"] = text_encoder.encode([clip["instruction"]]).to(device)
+            out = model(tokens[:, :T], **kwargs)
+            pred = out.next_token_logits.argmax(-1)  # (1, T, h*w)
+            target = tokens[:, 1:].flatten(2)
+            hits += int((pred == target).sum())
+            copies += int((tokens[:, :T].flatten(2) == target).sum())
+            total += target.numel()
+    return {"token_accuracy": hits / max(total, 1), "copy_last_token_accuracy": copies / max(total, 1)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The `roboscape` command: one subcommand per stage.
+
+Each stage's options come from its config dataclass (tyro turns field docstrings into --help).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tyro
+
+from roboscape_r.tokenizer.config import TokenizerTrainConfig
+from roboscape_r.worldmodel.config import WMTrainConfig
+
+os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")  # CPU rendering (lavapipe)
+
+USAGE = """usage: roboscape COMMAND [options]   (roboscape COMMAND --help for options)
+
+commands:
+  collect            record episodes in ManiSkill into an HDF5 dataset
+  data summary DIR   counts, success rates and a contact sheet of a dataset
+  data check DIR     verify checksums and shapes; non-zero exit on any problem
+  data scenes        list tasks, in-domain scenes and OOD factors (optionally render them)
+  train-tokenizer    train the LFQ image tokenizer on a dataset's frames
+  train-wm           train WM_act (--train.kind act) or WM_txt (--train.kind txt) on tokenised episodes
+"""
+
+
+@dataclass(frozen=True)
+class ScenesConfig:
+    """List tasks and scene variants."""
+
+    render: Path | None = None
+    """Write a PNG with one frame of every task in every scene to this path."""
+    image_size: int = 64
+    """Frame size for --render."""
+    env_module: str | None = None
+    """Python module to import first; it may register extra env ids."""
+
+
+@dataclass(frozen=True)
+class DatasetPathConfig:
+    """A dataset folder."""
+
+    root: tyro.conf.Positional[Path]
+    """Dataset folder written by `roboscape collect`."""
+
+
+@dataclass(frozen=True)
+class TrainTokenizerArgs:
+    """Train the LFQ tokenizer on every frame of a dataset's training split (resumes from --out)."""
+
+    data: Path = Path("data/train")
+    """Dataset folder written by `roboscape collect`."""
+    out: Path = Path("runs/tokenizer")
+    """Run folder: config, TensorBoard logs, checkpoints."""
+    train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
+    """Training options."""
+
+
+@dataclass(frozen=True)
+class TrainWMArgs:
+    """Train a world model on tokenised episodes of a dataset's training split (resumes from --out)."""
+
+    data: Path = Path("data/train")
+    """Dataset folder written by `roboscape collect`."""
+    tokenizer: Path = Path("checkpoints/small/tokenizer.pt")
+    """Tokenizer checkpoint (file or run folder)."""
+    out: Path = Path("runs/wm_act")
+    """Run folder: config, TensorBoard logs, checkpoints, token cache."""
+    train: WMTrainConfig = field(default_factory=WMTrainConfig)
+    """Training options (--train.kind act|txt)."""
+
+
+def _cmd_collect(argv: list[str]) -> int:
+    from roboscape_r.data.collect import CollectConfig, collect
+    from roboscape_r.data.summary import format_summary, summarize
+
+    config = tyro.cli(CollectConfig, args=argv, prog="roboscape collect")
+    manifest = collect(config)
+    print(format_summary(summarize(config.out)))
+    print(f"\ndataset: {config.out} ({sum(len(s['episodes']) for s in manifest['shards'].values())} episodes)")
+    return 0
+
+
+def _cmd_data(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("summary", "check", "scenes"):
+        print("usage: roboscape data {summary DIR | check DIR | scenes}", file=sys.stderr)
+        return 2
+    sub, rest = argv[0], argv[1:]
+    if sub == "scenes":
+        config = tyro.cli(ScenesConfig, args=rest, prog="roboscape data scenes")
+        return _scenes(config)
+    config = tyro.cli(DatasetPathConfig, args=rest, prog=f"roboscape data {sub}")
+    if sub == "summary":
+        from roboscape_r.data.summary import format_summary, write_summary
+
+        summary, sheet = write_summary(config.root)
+        print(format_summary(summary))
+        print(f"\nwrote {config.root / 'summary.json'} and {sheet}")
+        return 0
+    from roboscape_r.data.format import check_dataset
+
+    problems = check_dataset(config.root)
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    print(f"{config.root}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+def _scenes(config: ScenesConfig) -> int:
+    from roboscape_r.data import scenes as S
+
+    S.import_env_module(config.env_module)
+    print(f"action space: {S.CONTROL_MODE} (7-D, shared by every task)\n")
+    print(f"{'task':<12}{'ManiSkill id':<16}{'max steps':>10}  instruction example")
+    for name, task in S.TASKS.items():
+        print(f"{name:<12}{task.maniskill_id:<16}{task.max_episode_steps:>10}  {S.instructions()[name][0]}")
+    print(f"\n{'scene':<24}{'split':<11}{'factor':<15}{'severity':>8}  tasks")
+    for row in S.describe_scenes():
+        print(f"{row['name']:<24}{row['split']:<11}{row['factor']:<15}{row['severity']:>8}  {','.join(row['tasks'])}")
+    print(f"\nenv ids: {S.env_id('<Task>', '<scene>')}; add your own with --env-module (see README)")
+    if config.render is not None:
+        from roboscape_r.data.render import render_scene_grid
+
+        render_scene_grid(config.render, config.image_size)
+        print(f"wrote {config.render}")
+    return 0
+
+
+def _cmd_train_tokenizer(argv: list[str]) -> int:
+    from roboscape_r.data.dataset import FrameDataset
+    from roboscape_r.tokenizer import train_tokenizer
+
+    args = tyro.cli(TrainTokenizerArgs, args=argv, prog="roboscape train-tokenizer")
+    result = train_tokenizer(args.train, FrameDataset(args.data, split="train"), args.out)
+    print(f"tokenizer step {result.step} ({'finished' if result.finished else 'stopped early'}): {result.checkpoint_path}")
+    return 0
+
+
+def _cmd_train_wm(argv: list[str]) -> int:
+    from roboscape_r.tokenizer import load_tokenizer
+    from roboscape_r.worldmodel.data import tokenized_episodes
+    from roboscape_r.worldmodel.train import train_world_model
+
+    args = tyro.cli(TrainWMArgs, args=argv, prog="roboscape train-wm")
+    from roboscape_r.checkpoint import latest_checkpoint
+
+    tokenizer_file = latest_checkpoint(args.tokenizer) if args.tokenizer.is_dir() else args.tokenizer
+    if tokenizer_file is None:
+        raise ValueError(f"no tokenizer checkpoint in {args.tokenizer}; train one with `roboscape train-tokenizer`")
+    tokenizer = load_tokenizer(tokenizer_file)
+    episodes = tokenized_episodes(args.data, tokenizer, tokenizer_file, args.out / "token_cache", split="train")
+    result = train_world_model(args.train, episodes, tokenizer, args.out)
+    print(f"wm_{args.train.kind} step {result.step}: {result.checkpoint}  last losses {result.last_losses}")
+    return 0
+
+
+COMMANDS = {"collect": _cmd_collect, "data": _cmd_data, "train-tokenizer": _cmd_train_tokenizer,
+            "train-wm": _cmd_train_wm}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(f"roboscape: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        sys.exit(command(argv[1:]))
+    except ValueError as err:  # bad input: one clear line, no traceback
+        print(f"roboscape {argv[0]}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""World-model training data: whole episodes of a dataset folder, tokenised once and cached.
+
+Tokenising on the fly costs a tokenizer forward per frame per step, which dominates CPU training;
+episodes are tokenised once here and `train_world_model` crops random clips from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from roboscape_r.data.dataset import split_episodes
+from roboscape_r.data.format import iter_episode_meta, read_episode, read_manifest, sha256_file
+
+
+def tokenized_episodes(root: Path, tokenizer, tokenizer_path: Path, cache_dir: Path, *, split: str = "train",
+                       val_fraction: float = 0.1, seed: int = 0, batch_frames: int = 256) -> list[dict]:
+    """Episodes of ``root`` as world-model clips, tokenised with ``tokenizer`` and cached.
+
+    Each item: ``tokens`` long (L, h, w) for frames 0..L-1, ``actions`` float32 (L, A),
+    ``success``/``done`` bool (L,) (state after action t), ``instruction``, ``task``, ``scene``,
+    and ``next_tokens`` (L, h, w) for frames 1..L. The cache file is keyed by the tokenizer
+    checkpoint's digest, the dataset manifest's digest and the split.
+    """
+    root, cache_dir = Path(root), Path(cache_dir)
+    manifest = read_manifest(root)
+    key = f"{sha256_file(Path(tokenizer_path))[:16]}-{sha256_file(root / 'manifest.json')[:16]}-{split}-{val_fraction}-{seed}"
+    cache = cache_dir / f"tokens-{key}.pt"
+    if cache.exists():
+        return torch.load(cache, weights_only=False)
+    metas = [dict(m, shard=shard) for shard, m in iter_episode_meta(manifest)]
+    episodes = []
+    from tqdm import tqdm
+
+    with torch.no_grad():
+        for meta in tqdm(split_episodes(metas, split, val_fraction, seed), desc=f"tokenise {split}", unit="episode"):
+            ep = read_episode(root / meta["shard"], meta["episode_index"])
+            frames = torch.from_numpy(ep["frames"])
+            tokens = torch.cat([tokenizer.encode(chunk) for chunk in frames.split(batch_frames)]).to(torch.int16)
+            episodes.append({
+                "tokens": tokens[:-1], "next_tokens": tokens[1:],
+                "actions": torch.from_numpy(ep["actions"]), "success": torch.from_numpy(ep["success"]),
+                "done": torch.from_numpy(ep["terminated"] | ep["truncated"]),
+                "instruction": meta["instruction"], "task": meta["task"], "scene": meta["scene"],
+            })
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    torch.save(episodes, tmp)
+    tmp.replace(cache)
+    return episodes
