@@ -73,7 +73,7 @@ def contact_sheet(root: Path, out_png: Path, scale: int = 2) -> Path:
                     ok = "ok" if m["success_at_end"] else "fail"
                     ax.set_xlabel(f"{source} {which}" + (f" ({ok})" if which == "last" else ""), fontsize=6)
                 else:
-                    ax.axis("off")
+                    ax.set_frame_on(False)  # keep the axis so the row label stays visible
         axes[r][0].set_ylabel(f"{key[0]}\n{key[1]}", fontsize=6)
     fig.tight_layout()
     import io
