@@ -14,6 +14,7 @@ import tyro
 
 from roboscape_r.tokenizer.config import TokenizerTrainConfig
 from roboscape_r.worldmodel.config import WMTrainConfig
+from roboscape_r.worldmodel.evaluate import EvalWMConfig
 
 os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")  # CPU rendering (lavapipe)
 
@@ -26,6 +27,7 @@ commands:
   data scenes        list tasks, in-domain scenes and OOD factors (optionally render them)
   train-tokenizer    train the LFQ image tokenizer on a dataset's frames
   train-wm           train WM_act (--train.kind act) or WM_txt (--train.kind txt) on tokenised episodes
+  eval-wm            score world models on held-out episodes per split (open loop, controllability, done, golden)
 """
 
 
@@ -159,8 +161,19 @@ def _cmd_train_wm(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_eval_wm(argv: list[str]) -> int:
+    from roboscape_r.worldmodel.evaluate import run_evaluation
+    from roboscape_r.worldmodel.evaluate_report import format_metrics
+
+    config = tyro.cli(EvalWMConfig, args=argv, prog="roboscape eval-wm")
+    metrics = run_evaluation(config)
+    print(format_metrics(metrics))
+    print(f"\nwrote {config.out / 'metrics.json'}, {config.out / 'open_loop_grid.png'}, {config.out / 'open_loop.gif'}")
+    return 0
+
+
 COMMANDS = {"collect": _cmd_collect, "data": _cmd_data, "train-tokenizer": _cmd_train_tokenizer,
-            "train-wm": _cmd_train_wm}
+            "train-wm": _cmd_train_wm, "eval-wm": _cmd_eval_wm}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -68,3 +68,32 @@ def test_manifest_errors(tmp_path, fake_dataset):
     (fake_dataset / MANIFEST_NAME).write_text(json.dumps({"schema_version": 999}))
     with pytest.raises(DatasetError, match="schema version 999"):
         read_manifest(fake_dataset)
+
+
+def test_full_disk_mid_write_leaves_nothing_visible(tmp_path, monkeypatch):
+    import errno
+
+    import h5py
+
+    real_create = h5py.Group.create_dataset
+    calls = {"n": 0}
+
+    def failing_create(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # fail part-way through the first episode
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_create(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing_create)
+    with pytest.raises(OSError, match="No space left"):
+        write_shard(tmp_path / "s.h5", [make_episode(0, 5), make_episode(1, 5)])
+    assert list(tmp_path.iterdir()) == [], "neither the shard nor a temp file may remain"
+
+
+def test_manifest_counts(fake_dataset):
+    from roboscape_r.data.format import manifest_counts
+
+    counts = manifest_counts(read_manifest(fake_dataset))
+    assert counts["episodes"] == 8 and counts["shards"] == 4
+    assert counts["episodes_per_task"] == {"PickCube": 4, "PushCube": 4}
+    assert counts["steps"] == 12 + 9 + 15 + 4 + 10 + 11 + 8 + 13

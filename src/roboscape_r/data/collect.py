@@ -21,7 +21,8 @@ import numpy as np
 
 from roboscape_r.data import scenes as S
 from roboscape_r.data.format import (
-    MANIFEST_NAME, DatasetError, atomic_write_json, config_hash, new_manifest, read_manifest, write_shard,
+    MANIFEST_NAME, DatasetError, atomic_write_json, config_hash, manifest_counts, new_manifest, read_manifest,
+    write_shard,
 )
 from roboscape_r.data.sources import SOURCES, ExpertPolicy, PerturbConfig, RandomPolicy, plan_expert
 
@@ -262,6 +263,7 @@ def collect(config: CollectConfig, progress: bool = True) -> dict:
                 atomic_write_json(manifest_path, manifest)
                 bar.update(len(entry["episodes"]))
     bar.close()
+    manifest["counts"] = manifest_counts(manifest)
     manifest["collect_seconds"] = manifest.get("collect_seconds", 0.0) + time.time() - started
     atomic_write_json(manifest_path, manifest)
     return manifest

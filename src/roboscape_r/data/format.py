@@ -134,6 +134,18 @@ def new_manifest(config: dict) -> dict:
     return {"schema_version": SCHEMA_VERSION, "config": config, "config_hash": config_hash(config), "shards": {}}
 
 
+def manifest_counts(manifest: dict) -> dict:
+    """Episode and step counts, in total and per task, scene and source."""
+    metas = [m for entry in manifest["shards"].values() for m in entry["episodes"]]
+    counts: dict = {"shards": len(manifest["shards"]), "episodes": len(metas), "steps": sum(m["length"] for m in metas)}
+    for key in ("task", "scene", "source"):
+        per: dict[str, int] = {}
+        for m in metas:
+            per[m[key]] = per.get(m[key], 0) + 1
+        counts[f"episodes_per_{key}"] = dict(sorted(per.items()))
+    return counts
+
+
 def read_manifest(root: Path) -> dict:
     """Load ``root/manifest.json`` or raise DatasetError naming the problem and the fix."""
     path = Path(root) / MANIFEST_NAME

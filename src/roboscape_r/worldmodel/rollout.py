@@ -271,6 +271,28 @@ class WorldModelRollout:
         self.num_steps += 1
         return StepTokens(self._current_tokens, done_prob)
 
+    @torch.inference_mode()
+    def observe_tokens(self, tokens: torch.Tensor) -> None:
+        """Replace the frame the next step conditions on by a real one (teacher forcing).
+
+        After a step predicted frame t+1, this puts the true frame t+1 in its place, so the next
+        step (and the KV cache) sees real history. Evaluation uses it to start open-loop rollouts
+        from several real context frames.
+
+        Args:
+            tokens: integer (B, h, w), the real frame's token grid, same batch as the reset.
+
+        Raises:
+            RuntimeError: called before reset.
+            ValueError: wrong shape, batch or dtype.
+        """
+        if self._current_tokens is None:
+            raise RuntimeError("call reset() (or reset_tokens()) before observe_tokens()")
+        expected = (self.batch_size, self.config.grid_h, self.config.grid_w)
+        if tuple(tokens.shape) != expected or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+            raise ValueError(f"observed tokens must be integer {expected}, got {tokens.dtype} {tuple(tokens.shape)}")
+        self._current_tokens = tokens.to(self.device, torch.long, copy=True)
+
     # ------------------------------------------------------------------- golden (WM_txt)
 
     @torch.inference_mode()

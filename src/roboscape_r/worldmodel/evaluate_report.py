@@ -1,0 +1,153 @@
+"""Summaries and pictures of a world-model evaluation (see `worldmodel.evaluate`): per-split
+means of the per-window scores, the controllability interval, done and golden-trajectory
+statistics, the JSON-ready metrics dict, a console table, the PNG grid and the GIF.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from roboscape_r.data.format import atomic_write_bytes
+from roboscape_r.worldmodel import frame_metrics as M
+
+REFERENCES = ("model", "copy_last", "tokenizer_recon")
+"""What each target frame is compared with: the model's prediction and two references."""
+FRAME_METRICS = ("psnr", "ssim", "perceptual")
+
+
+# ------------------------------------------------------------------------------ summaries
+
+
+def _mean_or_none(values: torch.Tensor | np.ndarray) -> float | None:
+    mean = M.nanmean(values)
+    return None if mean is None or not np.isfinite(mean) else mean
+
+
+def summarize_open_loop(open_loop: dict[str, Any], members: np.ndarray, horizons: tuple[int, ...],
+                        control_horizon: int, shuffle_kind: str, bootstrap_samples: int, seed: int) -> dict[str, Any]:
+    """Means over the windows `members` (indices) of every open-loop score, per horizon, and the
+    controllability gap with its 95% bootstrap interval."""
+    scores, steps = open_loop["scores"], open_loop["steps"]
+    per_horizon = {}
+    for h in horizons:
+        column = steps.index(h)
+        entry: dict[str, Any] = {ref: {m: _mean_or_none(scores[ref][m][members, column]) for m in FRAME_METRICS}
+                                 for ref in REFERENCES}
+        moved = scores["moving/model"]["psnr"][members, column]
+        entry["moving"] = {ref: {m: _mean_or_none(scores[f"moving/{ref}"][m][members, column]) for m in FRAME_METRICS}
+                           for ref in REFERENCES}
+        entry["moving"]["windows_with_motion"] = int((~moved.isnan()).sum())
+        entry["moving"]["pixel_fraction"] = _mean_or_none(scores["moving/pixel_fraction"]["value"][members, column])
+        per_horizon[str(h)] = entry
+    true_psnr = open_loop["control_true"][members].numpy()
+    shuffled_psnr = open_loop["control_shuffled"][members].numpy()
+    gap = M.bootstrap_mean_ci(true_psnr - shuffled_psnr, samples=bootstrap_samples, seed=seed)
+    control = {
+        "horizon": control_horizon, "shuffle": shuffle_kind, "windows": int(len(members)),
+        "psnr_true_actions": _mean_or_none(true_psnr), "psnr_shuffled_actions": _mean_or_none(shuffled_psnr),
+        "psnr_gap": None if gap is None else gap[0], "psnr_gap_ci95": None if gap is None else [gap[1], gap[2]],
+    }
+    return {"open_loop": per_horizon, "controllability": control}
+
+
+def summarize_done(probs: list[np.ndarray], labels: list[np.ndarray]) -> dict[str, Any]:
+    """AUROC and F1 (threshold 0.5) of pooled per-step done probabilities against success labels."""
+    scores = np.concatenate(probs) if probs else np.zeros(0)
+    truth = np.concatenate(labels) if labels else np.zeros(0, bool)
+    return {"auroc": M.auroc(scores, truth), **M.binary_scores(scores, truth), "threshold": 0.5,
+            "steps": int(truth.size), "positive_steps": int(truth.sum())}
+
+
+def summarize_golden(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over successful episodes of the golden-trajectory scores and the done-timing error."""
+    if not results:
+        return {"episodes": 0}
+    column = {key: np.array([r[key] for r in results], dtype=np.float64) for key in results[0]}
+    return {
+        "episodes": len(results),
+        "psnr": _mean_or_none(column["psnr"]), "perceptual": _mean_or_none(column["perceptual"]),
+        "copy_first": {"psnr": _mean_or_none(column["copy_first_psnr"]),
+                       "perceptual": _mean_or_none(column["copy_first_perceptual"])},
+        "compared_steps_mean": _mean_or_none(column["compared_steps"]),
+        "done_step_mae": _mean_or_none(np.abs(column["done_step_pred"] - column["done_step_real"])),
+        "never_done_fraction": _mean_or_none(column["never_done"]),
+    }
+
+
+# ------------------------------------------------------------------------------- pictures
+
+
+def upscale(frames: torch.Tensor, factor: int) -> np.ndarray:
+    """uint8 (..., H, W, 3) -> numpy (..., H*factor, W*factor, 3), nearest neighbour."""
+    return frames.repeat_interleave(factor, dim=-3).repeat_interleave(factor, dim=-2).cpu().numpy()
+
+
+def write_open_loop_grid(path: Path, rows: list[tuple[str, list[np.ndarray]]], column_titles: list[str]) -> None:
+    """A labelled PNG grid: one row per (label, frames), one column per title; written atomically."""
+    from PIL import Image, ImageDraw
+
+    tile_h, tile_w = rows[0][1][0].shape[:2]
+    label_w, title_h, gap = 110, 14, 2
+    canvas = Image.new("RGB", (label_w + len(column_titles) * (tile_w + gap), title_h + len(rows) * (tile_h + gap)),
+                       (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(column_titles):
+        draw.text((label_w + c * (tile_w + gap) + 2, 1), title, fill=(0, 0, 0))
+    for r, (label, frames) in enumerate(rows):
+        top = title_h + r * (tile_h + gap)
+        draw.text((2, top + tile_h // 2 - 5), label, fill=(0, 0, 0))
+        for c, frame in enumerate(frames):
+            canvas.paste(Image.fromarray(frame), (label_w + c * (tile_w + gap), top))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_rollout_gif(path: Path, real: np.ndarray, predicted: np.ndarray, frame_ms: int = 250) -> None:
+    """A GIF of real | predicted side by side, uint8 (T, H, W, 3) each; written atomically."""
+    import imageio.v3 as iio
+
+    separator = np.full((*real.shape[:2], 2, 3), 255, np.uint8)
+    frames = np.concatenate([real, separator, predicted], axis=2)  # (T, H, 2W+2, 3)
+    atomic_write_bytes(path, iio.imwrite("<bytes>", frames, extension=".gif", duration=frame_ms, loop=0))
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A short table of the headline numbers of `run_evaluation`'s result, one row per split."""
+    horizons = [str(h) for h in metrics["config"]["horizons"]]
+
+    def number(value: Any, digits: int = 2) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    header = f"{'split':<20}{'win':>5}" + "".join(f"{'psnr@' + h + ' m/c/r':>22}" for h in horizons)
+    header += f"{'ctrl gap@' + str(metrics['config']['control_horizon']):>16}{'done auroc':>12}"
+    lines = [f"perceptual distance: {metrics['perceptual_distance']}  (m/c/r = model / copy-last / tokenizer recon, dB)",
+             header]
+    for split, entry in metrics["splits"].items():
+        row = f"{split[:19]:<20}{entry['windows']:>5}"
+        for h in horizons:
+            cell = entry.get("open_loop", {}).get(h)
+            row += f"{'-':>22}" if cell is None else f"{' / '.join(number(cell[r]['psnr'], 1) for r in REFERENCES):>22}"
+        gap = entry.get("controllability", {}).get("psnr_gap")
+        row += f"{number(gap):>16}{number(entry['done']['auroc'], 3):>12}"
+        lines.append(row)
+    return "\n".join(lines)

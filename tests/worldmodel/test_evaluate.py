@@ -1,0 +1,343 @@
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from roboscape_r.checkpoint import CheckpointError, save_checkpoint
+from roboscape_r.data.format import DatasetError, atomic_write_json, new_manifest, write_shard
+from roboscape_r.tokenizer import Tokenizer, TokenizerConfig
+from roboscape_r.worldmodel import frame_metrics as M
+from roboscape_r.worldmodel.evaluate_report import format_metrics
+from roboscape_r.worldmodel.evaluate import (
+    EvalWMConfig,
+    open_loop_tokens,
+    run_evaluation,
+    shuffled_action_sources,
+    split_of_scene,
+    teacher_forced_done_probs,
+)
+from roboscape_r.worldmodel.rollout import WorldModelRollout
+from roboscape_r.worldmodel.world_model import WorldModel
+
+from tests.conftest import make_episode
+from tests.worldmodel.conftest import tiny_config
+
+SCENES = ["id-default-wood", "id-cyan-slate", "ood-color-purple", "ood-light-dim", "my-lab-scene"]
+
+
+class FakeTextEncoder:
+    dim = 8
+
+    def encode(self, instructions):
+        return torch.stack([torch.full((8,), float(len(text))) / 10 for text in instructions])
+
+
+def moving_episode(index, length, scene, size=16, success_at=None):
+    """make_episode's metadata with frames of a bright square that moves one pixel per step."""
+    episode = make_episode(index, length, size, scene=scene)
+    rng = np.random.default_rng(index)
+    background = rng.integers(40, 90, size=(size, size, 3), dtype=np.uint8)
+    frames = np.repeat(background[None], length + 1, axis=0)
+    for t in range(length + 1):
+        x = (t + index) % (size - 4)
+        frames[t, 5:9, x : x + 4] = (230, 200, 40)
+    episode["frames"] = frames
+    episode["actions"] = rng.uniform(-1, 1, size=(length, 7)).astype(np.float32)
+    success = np.zeros(length, bool)
+    if success_at is not None:
+        success[success_at:] = True
+    episode.update(success=success, terminated=success.copy(), truncated=np.zeros(length, bool))
+    return episode
+
+
+def write_dataset(root, lengths_per_scene, size=16):
+    """Two episodes per scene (the first successful at its last steps), one shard per scene."""
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = new_manifest({"image_size": size, "seed": 1})
+    index = 0
+    for k, scene in enumerate(SCENES):
+        episodes = []
+        for j, length in enumerate(lengths_per_scene):
+            episodes.append(moving_episode(index, length, scene, size, success_at=length - 2 if j == 0 else None))
+            index += 1
+        manifest["shards"][f"shard_{k:05d}.h5"] = write_shard(root / f"shard_{k:05d}.h5", episodes)
+    atomic_write_json(root / "manifest.json", manifest)
+    return root
+
+
+def tiny_tokenizer(image_size=16):
+    torch.manual_seed(0)
+    config = TokenizerConfig(image_size=image_size, grid_size=4, stem_factor=image_size // 8, channels=8,
+                             max_channels=8, codebook_bits=4, num_res_blocks=1, refine_channels=0, norm_groups=4)
+    return Tokenizer(config).eval()
+
+
+def save_model(path, model, kind):
+    return save_checkpoint(path, kind=kind, config={"model": model.config.to_dict()},
+                           model_state=model.state_dict(), step=0)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(1)
+    wm_act = WorldModel(tiny_config("act", action_dim=7)).eval()
+    wm_txt = WorldModel(tiny_config("txt", action_dim=7)).eval()
+    paths = {
+        "data": write_dataset(root / "data", [6, 9]),
+        "tokenizer": save_checkpoint(root / "tok.pt", kind="tokenizer", config=dataclasses.asdict(tokenizer.config),
+                                     model_state=tokenizer.state_dict(), step=0),
+        "wm_act": save_model(root / "act.pt", wm_act, "wm_act"),
+        "wm_txt": save_model(root / "txt.pt", wm_txt, "wm_txt"),
+    }
+    return root, paths, tokenizer, wm_act
+
+
+def eval_config(paths, out, **overrides):
+    values = dict(data=paths["data"], tokenizer=paths["tokenizer"], wm_act=paths["wm_act"], out=out, horizons=(1, 2, 4),
+                  context=2, control_horizon=2, episodes_per_split=4, bootstrap_samples=200, batch_size=4,
+                  device="cpu", progress=False)
+    values.update(overrides)
+    return EvalWMConfig(**values)
+
+
+# ------------------------------------------------------------------------------ frame metrics
+
+
+def test_psnr_of_identical_frames_is_capped_and_matches_a_hand_computation():
+    frames = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(M.psnr(frames, frames), torch.full((3,), M.PSNR_CAP_DB))
+    shifted = frames.clone()
+    shifted[0, 0, 0, 0] ^= 1  # one channel of one pixel off by one level
+    mse = (1 / 255) ** 2 / (8 * 8 * 3)
+    assert M.psnr(shifted, frames)[0].item() == pytest.approx(-10 * math.log10(mse), rel=1e-5)
+    mask = torch.zeros(3, 8, 8, dtype=torch.bool)
+    mask[0, 0, 0] = True
+    masked = M.psnr(shifted, frames, mask)
+    assert masked[0].item() == pytest.approx(-10 * math.log10((1 / 255) ** 2 / 3), rel=1e-5)
+    assert masked[1:].isnan().all()  # empty masks
+
+
+def test_ssim_of_identical_frames_is_one_and_drops_with_noise():
+    frames = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(M.ssim(frames, frames), torch.ones(2))
+    torch.testing.assert_close(M.ssim_map(frames, frames), torch.ones(2, 16, 16))
+    noisy = (frames.int() + torch.randint(-40, 40, frames.shape)).clamp(0, 255).to(torch.uint8)
+    assert (M.ssim(noisy, frames) < 0.99).all()
+    # Flat frames: the structure term is C2 / C2, so SSIM is the luminance term alone.
+    grey, light = torch.full((1, 16, 16, 3), 51, dtype=torch.uint8), torch.full((1, 16, 16, 3), 204, dtype=torch.uint8)
+    expected = (2 * 0.2 * 0.8 + M.SSIM_C1) / (0.2**2 + 0.8**2 + M.SSIM_C1)
+    assert M.ssim(grey, light).item() == pytest.approx(expected, rel=1e-5)
+    full = torch.ones(2, 16, 16, dtype=torch.bool)
+    torch.testing.assert_close(M.ssim(noisy, frames, full), M.ssim(noisy, frames))
+    assert torch.allclose(M.ssim(frames[:, :5, :5], frames[:, :5, :5]), torch.ones(2))  # window shrinks to fit
+
+
+def test_moving_mask_uses_the_threshold_per_channel():
+    reference = torch.full((1, 2, 2, 3), 100, dtype=torch.uint8)
+    target = reference.clone()
+    target[0, 0, 0, 2] = 109  # 9 > 8: moving
+    target[0, 1, 1, 0] = 108  # 8: not moving
+    assert M.moving_mask(target, reference, 8).tolist() == [[[True, False], [False, False]]]
+
+
+def test_auroc_and_f1_on_hand_made_scores():
+    assert M.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert M.auroc([0.2, 0.9], [0, 1]) == 1.0 and M.auroc([0.9, 0.2], [0, 1]) == 0.0
+    assert M.auroc([0.5, 0.5, 0.5], [0, 1, 1]) == pytest.approx(0.5)  # ties count half
+    assert M.auroc([0.1, 0.2], [1, 1]) is None
+    scores = M.binary_scores([0.9, 0.6, 0.2, 0.7], [1, 0, 1, 1])  # tp 2, fp 1, fn 1
+    assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(2 / 3)
+    assert scores["f1"] == pytest.approx(2 / 3)
+    assert M.binary_scores([0.1], [0])["f1"] is None
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
+    values = np.random.default_rng(0).normal(2.0, 1.0, size=200)
+    mean, low, high = M.bootstrap_mean_ci(values, samples=500, seed=3)
+    assert low < mean < high and mean == pytest.approx(values.mean())
+    assert M.bootstrap_mean_ci(values, samples=500, seed=3) == (mean, low, high)
+    assert M.bootstrap_mean_ci([np.nan]) is None
+
+
+# ------------------------------------------------------------------------------ rollouts
+
+
+def test_open_loop_after_teacher_forced_context_equals_direct_forwards():
+    torch.manual_seed(0)
+    model = WorldModel(tiny_config("act", action_dim=7)).eval()
+    tokens = torch.randint(0, 16, (2, 3, 4, 4))
+    actions = torch.randn(2, 4, 7)
+    predicted = open_loop_tokens(WorldModelRollout(model, None), tokens, actions, horizon=2)
+    with torch.no_grad():
+        first = model(tokens, actions=actions[:, :3]).next_token_logits[:, -1].argmax(-1).view(2, 4, 4)
+        history = torch.cat([tokens, first[:, None]], dim=1)
+        second = model(history, actions=actions).next_token_logits[:, -1].argmax(-1).view(2, 4, 4)
+    assert torch.equal(predicted[:, 0], first) and torch.equal(predicted[:, 1], second)
+
+
+def test_teacher_forced_done_scores_each_step_once_with_half_a_context_of_past():
+    torch.manual_seed(0)
+    model = WorldModel(tiny_config("act", action_dim=7)).eval()  # context 4, windows every 2 frames
+    lengths = [3, 10]
+    tokens = [torch.randint(0, 16, (n + 1, 4, 4)) for n in lengths]
+    actions = [torch.randn(n, 7) for n in lengths]
+    probs = teacher_forced_done_probs(model, tokens, actions, batch_size=3)
+    with torch.no_grad():
+        short = torch.sigmoid(model(tokens[0][None, :3], actions=actions[0][None]).done_logits[0]).numpy()
+        np.testing.assert_allclose(probs[0], short, atol=1e-6)
+        # step t of the long episode is scored by the window [t - 2 - t % 2, +4) (t >= 4) or [0, 4)
+        for t in range(10):
+            start = 0 if t < 4 else t - 2 - t % 2
+            window = model(tokens[1][None, start : start + 4], actions=actions[1][None, start : start + 4])
+            assert probs[1][t] == pytest.approx(torch.sigmoid(window.done_logits[0, t - start]).item(), abs=1e-6)
+
+
+def test_shuffled_actions_come_from_another_window_of_the_same_split():
+    splits = ["a", "a", "a", "b", "c", "c"]
+    sources, kinds = shuffled_action_sources(splits, np.random.default_rng(0))
+    for window, source in enumerate(sources):
+        assert splits[source] == splits[window]
+        assert (source != window) == (splits[window] != "b")
+    assert kinds == {"a": "across-windows", "b": "time-reversed", "c": "across-windows"}
+    assert sorted(sources[:3]) == [0, 1, 2]  # a permutation within the split
+
+
+def test_split_of_scene():
+    assert split_of_scene("id-cyan-slate") == "in-domain"
+    assert split_of_scene("ood-light-dim") == "ood/lighting"
+    assert split_of_scene("my-lab-scene") == "my-lab-scene"
+
+
+# ------------------------------------------------------------------------------ the whole run
+
+
+def test_metrics_exist_for_every_split_and_horizon(setup):
+    root, paths, _, _ = setup
+    out = root / "run"
+    metrics = run_evaluation(eval_config(paths, out, wm_txt=paths["wm_txt"]), text_encoder=FakeTextEncoder())
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert (out / "open_loop_grid.png").stat().st_size > 0 and (out / "open_loop.gif").stat().st_size > 0
+    assert metrics["perceptual_distance"] == "tokenizer-features-lpips"
+    assert list(metrics["splits"]) == ["in-domain", "ood/object_color", "ood/lighting", "my-lab-scene", "all"]
+    for split, entry in metrics["splits"].items():
+        assert entry["windows"] == (10 if split == "all" else 4 if split == "in-domain" else 2)
+        for h in ("1", "2", "4"):
+            cell = entry["open_loop"][h]
+            for reference in ("model", "copy_last", "tokenizer_recon"):
+                for metric in ("psnr", "ssim", "perceptual"):
+                    assert isinstance(cell[reference][metric], float), (split, h, reference, metric)
+                    assert isinstance(cell["moving"][reference][metric], float), (split, h, reference, metric)
+            assert cell["moving"]["windows_with_motion"] == entry["windows"]
+        control = entry["controllability"]
+        assert control["horizon"] == 2 and control["psnr_gap_ci95"][0] <= control["psnr_gap"] <= control["psnr_gap_ci95"][1]
+        assert 0.0 <= entry["done"]["auroc"] <= 1.0
+        assert entry["done"]["positive_steps"] == (2 * 5 if split == "all" else 2 * 2 if split == "in-domain" else 2)
+        golden = entry["golden"]
+        assert golden["episodes"] == entry["episodes"] // 2 and golden["done_step_mae"] >= 0
+    assert "in-domain" in format_metrics(metrics)
+
+
+def test_copy_last_and_tokenizer_references_equal_hand_computations(setup, tmp_path):
+    _, paths, tokenizer, _ = setup
+    # Episodes of exactly context - 1 + max horizon = 1 + 4 steps: one window each, at step 0.
+    data = write_dataset(tmp_path / "exact", [5, 5])
+    metrics = run_evaluation(eval_config(paths, tmp_path / "out", data=data))
+    from roboscape_r.data.format import iter_episode_meta, read_episode, read_manifest
+
+    manifest = read_manifest(data)
+    frames = {}
+    for shard, meta in iter_episode_meta(manifest):
+        frames.setdefault(meta["scene"], []).append(read_episode(data / shard, meta["episode_index"])["frames"])
+
+    def psnr(a, b):
+        mse = np.mean((a.astype(np.float64) / 255 - b.astype(np.float64) / 255) ** 2)
+        return min(-10 * math.log10(mse), M.PSNR_CAP_DB) if mse > 0 else M.PSNR_CAP_DB
+
+    for h in (1, 2, 4):
+        episodes = frames["ood-color-purple"]
+        copy_last = np.mean([psnr(f[1], f[1 + h]) for f in episodes])
+        with torch.no_grad():
+            recon = [tokenizer.decode(tokenizer.encode(torch.from_numpy(f[1 + h][None])))[0].numpy() for f in episodes]
+        tokenizer_recon = np.mean([psnr(r, f[1 + h]) for r, f in zip(recon, episodes)])
+        cell = metrics["splits"]["ood/object_color"]["open_loop"][str(h)]
+        assert cell["copy_last"]["psnr"] == pytest.approx(copy_last, rel=1e-4)
+        assert cell["tokenizer_recon"]["psnr"] == pytest.approx(tokenizer_recon, rel=1e-4)
+        assert cell["copy_last"]["ssim"] < 1.0
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_a_wm_txt_checkpoint_passed_as_wm_act_is_refused(setup, tmp_path):
+    _, paths, _, _ = setup
+    with pytest.raises(CheckpointError, match=r"--wm-act: .*'wm_txt' model but a 'wm_act' was expected"):
+        run_evaluation(eval_config(paths, tmp_path, wm_act=paths["wm_txt"]))
+    with pytest.raises(CheckpointError, match=r"--wm-txt: .*'wm_act' model but a 'wm_txt' was expected"):
+        run_evaluation(eval_config(paths, tmp_path, wm_txt=paths["wm_act"]), text_encoder=FakeTextEncoder())
+    with pytest.raises(CheckpointError, match=r"--tokenizer: .*'wm_act' model but a 'tokenizer' was expected"):
+        run_evaluation(eval_config(paths, tmp_path, tokenizer=paths["wm_act"]))
+
+
+def test_mismatched_sizes_are_refused(setup, tmp_path):
+    _, paths, _, _ = setup
+    big = write_dataset(tmp_path / "big", [6], size=32)
+    with pytest.raises(ValueError, match="32x32 frames but the tokenizer takes 16x16"):
+        run_evaluation(eval_config(paths, tmp_path / "o1", data=big))
+    coarse = WorldModel(tiny_config("act", action_dim=7, grid_h=2, grid_w=2))
+    path = save_model(tmp_path / "coarse.pt", coarse, "wm_act")
+    with pytest.raises(ValueError, match="reads 2x2 token grids of 16 codes but the tokenizer makes 4x4"):
+        run_evaluation(eval_config(paths, tmp_path / "o2", wm_act=path))
+    three_d = save_model(tmp_path / "a3.pt", WorldModel(tiny_config("act", action_dim=3)), "wm_act")
+    with pytest.raises(ValueError, match="7-D actions but WM_act takes 3-D"):
+        run_evaluation(eval_config(paths, tmp_path / "o3", wm_act=three_d))
+    with pytest.raises(ValueError, match="takes 8-D instruction embeddings"):
+        wrong_dim = type("Enc", (), {"dim": 384})()
+        run_evaluation(eval_config(paths, tmp_path / "o4", wm_txt=paths["wm_txt"]), text_encoder=wrong_dim)
+
+
+def test_empty_missing_or_too_short_datasets_are_refused(setup, tmp_path):
+    _, paths, _, _ = setup
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    atomic_write_json(empty / "manifest.json", new_manifest({"image_size": 16}))
+    with pytest.raises(ValueError, match="holds no episodes"):
+        run_evaluation(eval_config(paths, tmp_path / "o", data=empty))
+    with pytest.raises(DatasetError, match="not a roboscape dataset"):
+        run_evaluation(eval_config(paths, tmp_path / "o", data=tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="no held-out episode has the 20 steps"):
+        run_evaluation(eval_config(paths, tmp_path / "o", horizons=(1, 19)))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(horizons=()), "horizons"),
+    (dict(horizons=(0, 4)), "horizons"),
+    (dict(horizons=(4, 4)), "duplicates"),
+    (dict(context=0), "--context"),
+    (dict(control_horizon=8), "exceeds the largest horizon 4"),
+])
+def test_bad_options_are_refused(overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        EvalWMConfig(**{"horizons": (1, 4), "control_horizon": 4, **overrides})
+
+
+def test_cli_runs_and_reports_bad_input_in_one_line(setup, tmp_path, capsys):
+    from roboscape_r.cli import main
+
+    _, paths, _, _ = setup
+    common = ["--data", str(paths["data"]), "--tokenizer", str(paths["tokenizer"]), "--horizons", "1", "2",
+              "--control-horizon", "2", "--episodes-per-split", "2", "--batch-size", "8", "--device", "cpu",
+              "--no-progress"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval-wm", *common, "--wm-act", str(paths["wm_act"]), "--out", str(tmp_path / "cli")])
+    assert exit_info.value.code == 0
+    assert (tmp_path / "cli" / "metrics.json").is_file()
+    assert "ood/lighting" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval-wm", *common, "--wm-act", str(paths["wm_txt"]), "--out", str(tmp_path / "bad")])
+    assert exit_info.value.code == 2
+    assert "roboscape eval-wm: error: --wm-act:" in capsys.readouterr().err
