@@ -105,14 +105,15 @@ def restore_rng_state(ckpt: dict[str, Any]) -> None:
     if "rng" not in ckpt:
         raise CheckpointError("checkpoint dict has no 'rng' entry; was it written by save_checkpoint?")
     state = ckpt["rng"]
-    torch.set_rng_state(state["torch"])
+    # States may have been loaded onto a GPU with map_location; RNG setters want CPU byte tensors.
+    torch.set_rng_state(state["torch"].cpu())
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
-    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    np.random.set_state((np_name, np_keys.cpu().numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     python_state = state["python"]
     random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
     cuda_states = state.get("torch_cuda")
     if cuda_states is not None and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
 
 
 def save_checkpoint(

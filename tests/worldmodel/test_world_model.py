@@ -115,3 +115,14 @@ def test_argmax_last_dim_matches_torch_including_ties():
     assert torch.equal(argmax_last_dim(ties), ties.argmax(dim=-1))
     odd = torch.randn(5, 100, generator=generator)  # not a multiple of 64: plain argmax
     assert torch.equal(argmax_last_dim(odd), odd.argmax(dim=-1))
+
+
+def test_copy_prior_makes_repeating_the_frame_the_untrained_default():
+    tokens, actions = inputs()
+    B, T, H, W = tokens.shape
+    current = tokens.reshape(B, T, H * W)
+    with_copy = make(copy_prior=3.0)(tokens, actions=actions).next_token_logits.argmax(-1)
+    assert (with_copy == current).float().mean() > 0.95
+    without = make(copy_prior=0.0)(tokens, actions=actions).next_token_logits.argmax(-1)
+    assert (without == current).float().mean() < 0.5
+    assert make(copy_prior=0.0).copy_logit is None

@@ -43,6 +43,10 @@ class WorldModelConfig:
     """Size of an instruction embedding (384 for all-MiniLM-L6-v2); used when cond == 'txt'."""
     dropout: float = 0.0
     """Dropout on attention weights and residual branches during training."""
+    copy_prior: float = 3.0
+    """Initial value of a learned logit bonus for repeating, at each position, the current frame's
+    token (a copy mechanism). Consecutive frames share most tokens, so copying is the right
+    default and the head only has to learn what changes; 0 disables it."""
 
     def __post_init__(self) -> None:
         positive = {

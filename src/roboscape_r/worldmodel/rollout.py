@@ -266,7 +266,7 @@ class WorldModelRollout:
             hidden = self.model.hidden_states(input_tokens, instruction_embeddings=self._instruction, kv_cache=cache)
         last_hidden = hidden[:, -1:]  # (B, 1, h*w, D)
         done_prob = torch.sigmoid(self.model.done_logits(last_hidden)[:, 0].float())  # (B,)
-        next_tokens = self._predict_tokens(last_hidden[:, 0])  # (B, h*w)
+        next_tokens = self._predict_tokens(last_hidden[:, 0], self._current_tokens.reshape(B, -1))  # (B, h*w)
         self._current_tokens = next_tokens.view(B, cfg.grid_h, cfg.grid_w)
         self.num_steps += 1
         return StepTokens(self._current_tokens, done_prob)
@@ -333,8 +333,9 @@ class WorldModelRollout:
 
     # ----------------------------------------------------------------------- internals
 
-    def _predict_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
-        """long (B, h*w) next-frame tokens from the last frame's hidden states (B, h*w, D).
+    def _predict_tokens(self, hidden: torch.Tensor, current_tokens: torch.Tensor) -> torch.Tensor:
+        """long (B, h*w) next-frame tokens from the last frame's hidden states (B, h*w, D) and
+        its tokens (B, h*w) (for the model's copy bonus).
 
         On a CPU the token head runs on HEAD_CHUNK_TOKENS rows at a time: at batch 64 the
         full logits are 64 MiB, and allocating (page-faulting) and scanning them cost as much
@@ -343,10 +344,11 @@ class WorldModelRollout:
         """
         B, N, D = hidden.shape
         flat = hidden.reshape(B * N, D)
+        flat_current = current_tokens.reshape(B * N)
         chunk = HEAD_CHUNK_TOKENS if hidden.device.type == "cpu" else B * N
         tokens = torch.empty(B * N, dtype=torch.long, device=hidden.device)
         for start in range(0, B * N, chunk):
-            logits = self.model.token_head(flat[start : start + chunk])  # (chunk, V)
+            logits = self.model.token_logits(flat[start : start + chunk], flat_current[start : start + chunk])  # (chunk, V)
             tokens[start : start + chunk] = self._sample(logits)
         return tokens.view(B, N)
 

@@ -54,6 +54,7 @@ class WorldModel(nn.Module):
         self.token_head = nn.Linear(d, config.codebook_size)
         self.done_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         init_weights(self, config.n_layers)
+        self.copy_logit = nn.Parameter(torch.tensor(float(config.copy_prior))) if config.copy_prior else None
 
     def new_kv_cache(self, batch_size: int) -> KVCache:
         """An empty KV cache for `batch_size` sequences, on this model's device and dtype."""
@@ -83,7 +84,17 @@ class WorldModel(nn.Module):
             ValueError: wrong shapes, or the conditioning of the other model kind.
         """
         hidden = self.hidden_states(tokens, actions, instruction_embeddings, kv_cache)  # (B, T, h*w, D)
-        return WorldModelOutput(self.token_head(hidden), self.done_logits(hidden))
+        B, T, H, W = tokens.shape
+        return WorldModelOutput(self.token_logits(hidden, tokens.reshape(B, T, H * W)), self.done_logits(hidden))
+
+    def token_logits(self, hidden: torch.Tensor, current_tokens: torch.Tensor) -> torch.Tensor:
+        """Next-frame token logits (..., V) from hidden states (..., D) and the tokens (...) at
+        the same positions of the current frame, which receive the learned copy bonus."""
+        logits = self.token_head(hidden)
+        if self.copy_logit is not None:
+            bonus = self.copy_logit.to(logits.dtype).expand(current_tokens.shape).unsqueeze(-1)
+            logits = logits.scatter_add(-1, current_tokens.long().unsqueeze(-1), bonus)
+        return logits
 
     def hidden_states(
         self,
