@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export VK_ICD_FILENAMES ?= /usr/share/vulkan/icd.d/lvp_icd.json
 
-.PHONY: setup demo test test-all scenes-image
+.PHONY: setup demo test test-all scenes-image checkpoints
 
 setup:
 	bash scripts/setup.sh
@@ -19,3 +19,7 @@ test-all: setup
 
 scenes-image: setup
 	.venv/bin/roboscape data scenes --render docs/scenes.png
+
+# Reproduce data/ and checkpoints/small/ from scratch (long on CPU; see the script's header).
+checkpoints: setup
+	bash scripts/train_small.sh

@@ -138,3 +138,14 @@ def test_restore_rng_state_replays_draws(tmp_path):
 def test_restore_rng_state_needs_rng_entry():
     with pytest.raises(CheckpointError, match="no 'rng' entry"):
         restore_rng_state({"step": 1})
+
+
+def test_latest_checkpoint_looks_into_a_run_folders_checkpoints_subfolder(tmp_path):
+    from roboscape_r.checkpoint import latest_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for step in (5, 12):
+        save_checkpoint(run / "checkpoints" / f"ckpt_{step:08d}.pt", kind="wm_act", config={}, model_state={}, step=step)
+    assert latest_checkpoint(run).name == "ckpt_00000012.pt"
+    assert latest_checkpoint(tmp_path / "empty") is None

@@ -59,8 +59,9 @@ def step_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """Return the path of the highest-step `ckpt_XXXXXXXX.pt` in `directory`, or None if none."""
-    found = step_checkpoints(directory)
+    """Return the path of the highest-step `ckpt_XXXXXXXX.pt` in `directory` (or in its
+    `checkpoints/` subfolder, where run folders keep them), or None if there is none."""
+    found = step_checkpoints(directory) or step_checkpoints(Path(directory) / "checkpoints")
     return found[-1][1] if found else None
 
 
