@@ -12,15 +12,15 @@ Training loops name their files `ckpt_{step:08d}.pt` (`checkpoint_path`) in one 
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from roboscape_r.atomic import atomic_path
 
 FORMAT_VERSION = 1
 """Bumped whenever the layout of the saved dict changes; older files are refused."""
@@ -164,17 +164,8 @@ def save_checkpoint(
         "rng": rng_state(),
         "torch_version": str(torch.__version__),
     }
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     if keep_last is not None:
         prune_checkpoints(path.parent, keep_last)
     return path
@@ -302,19 +293,6 @@ def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
 
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform/filesystem.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def export_weights(source: str | Path, destination: str | Path, *, expected_kind: str) -> Path:

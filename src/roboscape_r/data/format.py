@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
+
+from roboscape_r.atomic import atomic_path, atomic_write_bytes, atomic_write_json  # noqa: F401 (part of this module's API)
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -31,25 +31,6 @@ EPISODE_ATTRS = ("episode_index", "task", "scene", "env_id", "seed", "control_mo
 
 class DatasetError(ValueError):
     """A dataset folder, shard or manifest is missing, corrupt or inconsistent."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def sha256_file(path: Path) -> str:
@@ -89,9 +70,7 @@ def write_shard(path: Path, episodes: list[dict]) -> dict:
     path = Path(path)
     for episode in episodes:
         validate_episode(episode)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION
             for episode in episodes:
@@ -104,14 +83,8 @@ def write_shard(path: Path, episodes: list[dict]) -> dict:
                     group.create_dataset(key, data=np.asarray(episode[key], dtype=dtype))
                 for key in EPISODE_ATTRS:
                     group.attrs[key] = episode[key]
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        entry = {"sha256": sha256_file(Path(tmp)), "bytes": os.path.getsize(tmp),
+        entry = {"sha256": sha256_file(tmp), "bytes": os.path.getsize(tmp),
                  "episodes": [episode_meta(e) for e in episodes]}
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return entry
 
 

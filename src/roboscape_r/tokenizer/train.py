@@ -9,10 +9,7 @@ checkpoint, so N steps in one call and N/2 + N/2 in two calls give the same weig
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from roboscape_r.atomic import atomic_write_json
 from roboscape_r.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -201,7 +199,7 @@ def train_tokenizer(config: TokenizerTrainConfig, frames_source: Any, out_dir: s
     if start_step >= end_step:
         return TrainResult(latest, start_step, start_step >= config.steps, {})
 
-    _write_json_atomic(out_dir / "config.json", dataclasses.asdict(config))
+    atomic_write_json(out_dir / "config.json", dataclasses.asdict(config))
     loader = DataLoader(
         frames_source,
         batch_sampler=StepBatchSampler(len(frames_source), config.batch_size, config.seed, start_step, end_step),
@@ -305,13 +303,6 @@ def _raise_if_nonfinite(first_bad_step: torch.Tensor, out_dir: Path) -> None:
             f"after it was saved, the last good checkpoint is {kept if kept else '(none yet)'}. Lower lr or check "
             "the data, then start a new run folder"
         )
-
-
-def _write_json_atomic(path: Path, values: dict[str, Any]) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(values, handle, indent=2)
-    os.replace(tmp_name, path)
 
 
 def _markdown_table(values: dict[str, Any], prefix: str = "") -> str:

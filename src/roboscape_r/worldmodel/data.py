@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from roboscape_r.atomic import atomic_path
+
 from roboscape_r.data.dataset import split_episodes
 from roboscape_r.data.format import iter_episode_meta, read_episode, read_manifest, sha256_file
 
@@ -44,8 +46,6 @@ def tokenized_episodes(root: Path, tokenizer, tokenizer_path: Path, cache_dir: P
                 "done": torch.from_numpy(ep["terminated"] | ep["truncated"]),
                 "instruction": meta["instruction"], "task": meta["task"], "scene": meta["scene"],
             })
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    torch.save(episodes, tmp)
-    tmp.replace(cache)
+    with atomic_path(cache) as tmp:
+        torch.save(episodes, tmp)
     return episodes

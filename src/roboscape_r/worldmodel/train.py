@@ -14,7 +14,6 @@ the global batch, split across ranks; only rank 0 writes logs and checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -29,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from roboscape_r.atomic import atomic_write_json
 from roboscape_r.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -193,7 +193,7 @@ def _train(
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         run_config = {"train": dataclasses.asdict(config), "model": model_config.to_dict(), "world_size": world_size}
-        (out_dir / "config.json").write_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n")
+        atomic_write_json(out_dir / "config.json", run_config)
 
     train_model: torch.nn.Module = model
     if world_size > 1:
