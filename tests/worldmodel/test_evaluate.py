@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from roboscape_r.atomic import atomic_write_json
 from roboscape_r.checkpoint import CheckpointError, save_checkpoint
-from roboscape_r.data.format import DatasetError, atomic_write_json, new_manifest, write_shard
+from roboscape_r.data.format import DatasetError, new_manifest, write_shard
 from roboscape_r.tokenizer import Tokenizer, TokenizerConfig
 from roboscape_r.worldmodel import frame_metrics as M
-from roboscape_r.worldmodel.evaluate_report import format_metrics
 from roboscape_r.worldmodel.evaluate import (
     EvalWMConfig,
     open_loop_tokens,
@@ -19,6 +19,7 @@ from roboscape_r.worldmodel.evaluate import (
     split_of_scene,
     teacher_forced_done_probs,
 )
+from roboscape_r.worldmodel.evaluate_report import format_metrics
 from roboscape_r.worldmodel.rollout import WorldModelRollout
 from roboscape_r.worldmodel.world_model import WorldModel
 

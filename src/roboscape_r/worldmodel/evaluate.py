@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from roboscape_r.data.format import atomic_write_json, iter_episode_meta, read_episode, read_manifest
+from roboscape_r.atomic import atomic_write_json
+from roboscape_r.data.format import iter_episode_meta, read_episode, read_manifest
 from roboscape_r.worldmodel import frame_metrics as M
 from roboscape_r.worldmodel.evaluate_report import (
     FRAME_METRICS,
@@ -47,7 +48,6 @@ from roboscape_r.worldmodel.evaluate_report import (
 )
 from roboscape_r.worldmodel.rollout import WorldModelRollout
 from roboscape_r.worldmodel.world_model import WorldModel
-
 
 
 @dataclass(frozen=True)
@@ -553,10 +553,11 @@ def evaluate_world_models(config: EvalWMConfig, episodes: list[HeldOutEpisode], 
     summaries = {}
     for split in [*splits, "all"]:
         members = [i for i, e in enumerate(episodes) if split in ("all", e.split)]
+        member_set = set(members)
         window_members = np.flatnonzero((window_split == split) | (split == "all"))
         entry: dict[str, Any] = {
             "episodes": len(members), "scenes": sorted({episodes[i].scene for i in members}),
-            "windows": int(len(window_members)), "episodes_too_short": sum(1 for i in too_short if i in members),
+            "windows": int(len(window_members)), "episodes_too_short": sum(1 for i in too_short if i in member_set),
         }
         if len(window_members):
             kind = open_loop["shuffle_kinds"].get(split, "within each split")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from roboscape_r.data.format import atomic_write_bytes
+from roboscape_r.atomic import atomic_write_bytes
 from roboscape_r.worldmodel import frame_metrics as M
 
 REFERENCES = ("model", "copy_last", "tokenizer_recon")

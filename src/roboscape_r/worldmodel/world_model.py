@@ -93,7 +93,7 @@ class WorldModel(nn.Module):
         logits = self.token_head(hidden)
         if self.copy_logit is not None:
             bonus = self.copy_logit.to(logits.dtype).expand(current_tokens.shape).unsqueeze(-1)
-            logits = logits.scatter_add(-1, current_tokens.long().unsqueeze(-1), bonus)
+            logits.scatter_add_(-1, current_tokens.long().unsqueeze(-1), bonus)  # in place: no logits copy
         return logits
 
     def hidden_states(
