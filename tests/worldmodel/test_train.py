@@ -192,13 +192,16 @@ def test_refusals(tmp_path):
 
 DDP_SCRIPT = textwrap.dedent(
     """
-    import sys, json, torch
+    import os, sys, json, torch
     sys.path.insert(0, {repo_root!r})
     from tests.worldmodel.test_train import make_clips, tiny_train_config
     from roboscape_r.worldmodel.train import train_world_model
     torch.set_num_threads(1)
     result = train_world_model(tiny_train_config(steps=3, ckpt_every=2), make_clips(), None, sys.argv[1])
-    print(json.dumps({{"step": result.step, "losses": result.last_losses}}))
+    # One file per rank: two ranks printing to one stdout can interleave within a line.
+    rank = int(os.environ["RANK"])
+    with open(f"{{sys.argv[1]}}_report_{{rank}}.json", "w") as f:
+        json.dump({{"step": result.step, "losses": result.last_losses}}, f)
     """
 )
 
@@ -214,7 +217,7 @@ def test_ddp_smoke_with_torchrun_and_gloo(tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    reports = [json.loads(pathlib.Path(f"{tmp_path / 'run'}_report_{rank}.json").read_text()) for rank in (0, 1)]
     assert len(reports) == 2 and all(r["step"] == 3 for r in reports)
     assert reports[0]["losses"] == reports[1]["losses"]  # all-reduced metrics
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints", expected_kind="wm_act")
