@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import tyro
 
-from roboscape_r.tokenizer.config import TokenizerConfig, TokenizerTrainConfig, resume_relevant
+from roboscape_r.runconfig import resume_relevant
+from roboscape_r.tokenizer.config import TokenizerConfig, TokenizerTrainConfig
 
 
 def test_defaults():

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from roboscape_r.runconfig import RunOptions
 
 PerceptualLossKind = Literal["gradient", "ema-encoder-lpips", "none"]
 
@@ -102,7 +103,7 @@ class TokenizerConfig:
 
 
 @dataclass(frozen=True)
-class TokenizerTrainConfig:
+class TokenizerTrainConfig(RunOptions):
     """One tokenizer training run: model, optimisation, losses, logging and checkpointing."""
 
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -150,31 +151,6 @@ class TokenizerTrainConfig:
     """Weight of LFQ's commitment loss (encoder outputs pulled to -1/+1)."""
     seed: int = 0
     """Seed of model initialisation and of the data order."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
-    num_threads: int | None = None
-    """torch CPU threads for this process (None leaves torch's default)."""
-    num_workers: int = 0
-    """DataLoader worker processes (0 loads in the main process)."""
-    bf16: bool = False
-    """bf16 autocast for the forward pass.
-
-    Off by default: slower on an H100 for this model (21.6 vs 16.0 ms per batch-32 step, 21.2
-    vs 19.0 at batch 128) and up to 100x slower on some CPUs (NOTES.md)."""
-    log_every: int = 10
-    """Steps between TensorBoard scalars (and non-finite loss checks)."""
-    ckpt_every: int = 200
-    """Steps between checkpoints (one is also written at the end of every call)."""
-    keep_last: int = 3
-    """Step checkpoints kept in the run folder."""
-    run_steps: int | None = None
-    """Train at most this many steps in this call, then checkpoint and return; call again to resume."""
-    time_limit_s: float | None = None
-    """Stop this call after this many seconds of training, checkpoint and return; call again to resume."""
-    resume: bool = True
-    """Continue from the newest checkpoint in the run folder; False refuses a folder that has checkpoints."""
-    progress: bool = True
-    """Show a tqdm progress bar."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_last"):
@@ -210,16 +186,4 @@ class TokenizerTrainConfig:
         return cls(**values)
 
 
-RUNTIME_FIELDS = (
-    "device", "num_threads", "num_workers", "bf16", "log_every", "ckpt_every", "keep_last", "run_steps",
-    "time_limit_s", "resume", "progress",
-)
-"""TokenizerTrainConfig fields that may change between the calls of one run (everything else must match to resume)."""
 
-
-def resume_relevant(config: TokenizerTrainConfig) -> dict[str, Any]:
-    """The part of `config` (as a plain dict) that a resumed run must share with its checkpoint."""
-    values = dataclasses.asdict(config)
-    for name in RUNTIME_FIELDS:
-        values.pop(name)
-    return values

@@ -28,7 +28,8 @@ from roboscape_r.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from roboscape_r.tokenizer.config import TokenizerTrainConfig, resume_relevant
+from roboscape_r.runconfig import resume_relevant
+from roboscape_r.tokenizer.config import TokenizerTrainConfig
 from roboscape_r.tokenizer.losses import LossTerms, TokenizerLoss
 from roboscape_r.tokenizer.model import CHECKPOINT_KIND, Tokenizer
 
@@ -153,7 +154,7 @@ def train_tokenizer(config: TokenizerTrainConfig, frames_source: Any, out_dir: s
     """Train (or continue training) a tokenizer, writing checkpoints and TensorBoard logs to `out_dir`.
 
     Args:
-        config: the run's settings; on resume every field outside `tokenizer.config.RUNTIME_FIELDS` must
+        config: the run's settings; on resume every field outside `roboscape_r.runconfig.RUNTIME_FIELDS` must
             match the checkpoint's.
         frames_source: map-style dataset whose items are uint8 frames (H, W, 3) or clips
             (N, H, W, 3), H = W = config.model.image_size; a uint8 tensor (N, H, W, 3) works too.

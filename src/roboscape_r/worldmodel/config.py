@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from roboscape_r.runconfig import RunOptions
+
 CondKind = Literal["act", "txt"]
 
 
@@ -99,7 +101,7 @@ class WorldModelConfig:
 
 
 @dataclass(frozen=True)
-class WMTrainConfig:
+class WMTrainConfig(RunOptions):
     """One world-model training run: model, optimisation, data, logging and checkpointing."""
 
     kind: CondKind = "act"
@@ -137,29 +139,6 @@ class WMTrainConfig:
     """Instruction encoder of WM_txt (when none is passed in)."""
     seed: int = 0
     """Seed of model initialisation, data order, crops and dropout."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N' (DDP uses cuda:LOCAL_RANK)."""
-    num_threads: int | None = None
-    """torch CPU threads for this process (None leaves torch's default)."""
-    num_workers: int = 0
-    """DataLoader worker processes reading clips (0 reads in the main process)."""
-    bf16: bool = False
-    """bf16 autocast for the forward pass; off by default: on some CPUs bf16 is 100x slower
-    than fp32 (NOTES.md), so turn it on only after measuring (on a GPU it helps)."""
-    log_every: int = 10
-    """Steps between TensorBoard scalars."""
-    ckpt_every: int = 200
-    """Steps between checkpoints (one is also written at the end of every call)."""
-    keep_last: int = 3
-    """Step checkpoints kept in the run folder."""
-    run_steps: int | None = None
-    """Train at most this many steps in this call, then checkpoint and return; call again to resume."""
-    time_limit_s: float | None = None
-    """Stop this call after this many seconds of training, checkpoint and return; call again to resume."""
-    resume: bool = True
-    """Continue from the newest checkpoint in the run folder; False refuses a folder that has checkpoints."""
-    progress: bool = True
-    """Show a tqdm progress bar."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_last"):
@@ -193,8 +172,3 @@ class WMTrainConfig:
         return cls(**values)
 
 
-RUNTIME_FIELDS = (
-    "device", "num_threads", "num_workers", "bf16", "log_every", "ckpt_every", "keep_last", "run_steps",
-    "time_limit_s", "resume", "progress",
-)
-"""WMTrainConfig fields that may change between the calls of one run (everything else must match to resume)."""

@@ -37,7 +37,8 @@ from roboscape_r.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from roboscape_r.worldmodel.config import RUNTIME_FIELDS, WMTrainConfig, WorldModelConfig
+from roboscape_r.runconfig import RUNTIME_FIELDS, resume_relevant
+from roboscape_r.worldmodel.config import WMTrainConfig, WorldModelConfig
 from roboscape_r.worldmodel.text_encoder import TextEncoder, make_text_encoder
 from roboscape_r.worldmodel.world_model import WorldModel, world_model_losses
 
@@ -169,7 +170,7 @@ def _train(
 
     model_config = _model_config(config, dataset, tokenizer, text_encoder)
     ckpt_dir = out_dir / "checkpoints"
-    saved_config = {"model": model_config.to_dict(), "train": _resume_relevant(config)}
+    saved_config = {"model": model_config.to_dict(), "train": resume_relevant(config)}
 
     torch.manual_seed(config.seed)
     model = WorldModel(model_config).to(device)
@@ -487,13 +488,6 @@ def _lr_lambda(config: WMTrainConfig):
 def _step_seed(seed: int, rank: int, step: int) -> int:
     return hash((seed, rank, step)) & 0x7FFF_FFFF_FFFF
 
-
-def _resume_relevant(config: WMTrainConfig) -> dict[str, Any]:
-    values = dataclasses.asdict(config)
-    for name in RUNTIME_FIELDS:
-        values.pop(name)
-    values.pop("model")  # saved separately, with the fields filled in from the data
-    return values
 
 
 def _step_of(path: Path) -> int:
