@@ -11,14 +11,6 @@ from roboscape_r.tokenizer.synthetic import SyntheticFrames
 TINY = TokenizerConfig(channels=8, max_channels=16, codebook_bits=10, num_res_blocks=1, refine_channels=4, norm_groups=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def frames(count: int = 4) -> torch.Tensor:
     dataset = SyntheticFrames(count)
     return torch.stack([dataset[i] for i in range(count)])

@@ -11,15 +11,6 @@ from roboscape_r.tokenizer.model import Tokenizer, load_tokenizer
 from roboscape_r.tokenizer.synthetic import SyntheticFrames
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: extra threads only add synchronisation cost on a shared machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_config(**overrides) -> TokenizerConfig:
     values = dict(channels=16, max_channels=32, codebook_bits=10, num_res_blocks=1, refine_channels=4, norm_groups=8)
     values.update(overrides)

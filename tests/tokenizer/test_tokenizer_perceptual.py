@@ -10,15 +10,6 @@ from roboscape_r.tokenizer.perceptual import TokenizerFeatureDistance, lpips_dis
 from roboscape_r.tokenizer.synthetic import SyntheticFrames
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: extra threads only add synchronisation cost on a shared machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def distance() -> TokenizerFeatureDistance:
     torch.manual_seed(0)

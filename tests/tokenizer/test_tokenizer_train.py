@@ -16,14 +16,6 @@ TINY = TokenizerConfig(image_size=32, grid_size=4, channels=16, max_channels=32,
                        num_res_blocks=1, refine_channels=4, norm_groups=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_train_config(**overrides) -> TokenizerTrainConfig:
     values = dict(model=TINY, steps=6, batch_size=4, warmup_steps=2, log_every=2, ckpt_every=3, device="cpu",
                   progress=False)
