@@ -1,7 +1,7 @@
 """Collection throughput vs raw ManiSkill stepping, side by side in one run.
 
 Prints, for the same task, scene, camera and image size:
-  * raw ManiSkill RGB env steps/s (random actions, nothing recorded);
+  * raw ManiSkill RGB env steps/s (the same actions from the same seed, nothing recorded);
   * our recording loop's frames/s in the same process (random source: frames, actions, rewards,
     flags kept, as `roboscape collect` does), and the ratio of the two (target >= 0.8);
   * the whole `collect` pipeline (process pool of --workers, HDF5 shards, manifest) in frames/s;
@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")
 
@@ -41,27 +40,23 @@ def main() -> None:
 
     S.register_all()
     uid = S.env_id(args.task, args.scene)
-    env = make_env(uid, args.image_size, S.CONTROL_MODE)
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    actions = rng.uniform(-1, 1, (args.steps, 7)).astype(np.float32)
-    for a in actions[:5]:  # warm-up
-        env.step(a)
-    t = time.perf_counter()
-    done = 0
-    for a in actions:
-        _, _, term, trunc, _ = env.step(a)
-        done += 1
-        if bool(term[0]) or bool(trunc[0]):
-            env.reset()
-    raw_steps_per_s = done / (time.perf_counter() - t)
-
+    # Our recording loop first (random source); the raw loop then replays the very same actions
+    # from the same seed, so the two differ only in what is recorded (physics cost depends on
+    # the actions: uniform noise and smooth random walks hit contacts differently).
     config = CollectConfig(random_steps=args.steps, image_size=args.image_size)
     plan = EpisodePlan(0, args.task, args.scene, uid, "random", 0, "bench")
     record_episode(plan, config)  # warm-up (env creation)
     t = time.perf_counter()
     episode = record_episode(plan, config)
     ours_frames_per_s = len(episode["actions"]) / (time.perf_counter() - t)
+
+    env = make_env(uid, args.image_size, S.CONTROL_MODE)
+    env.reset(seed=0)
+    t = time.perf_counter()
+    env.reset(seed=plan.seed)
+    for action in episode["actions"]:
+        env.step(action)
+    raw_steps_per_s = len(episode["actions"]) / (time.perf_counter() - t)
 
     with tempfile.TemporaryDirectory() as tmp:
         n_episodes = 4 * args.workers
@@ -74,7 +69,7 @@ def main() -> None:
         pool_frames = sum(m["length"] for s in manifest["shards"].values() for m in s["episodes"])
 
     print(f"task {args.task}, scene {args.scene}, {args.image_size}x{args.image_size} RGB, control {S.CONTROL_MODE}")
-    print(f"raw ManiSkill env steps/s (1 env, random actions):        {raw_steps_per_s:8.1f}")
+    print(f"raw ManiSkill env steps/s (1 env, same actions, nothing kept): {raw_steps_per_s:8.1f}")
     print(f"our recording loop frames/s (same process, random source): {ours_frames_per_s:8.1f}")
     print(f"ratio ours / raw:                                          {ours_frames_per_s / raw_steps_per_s:8.2f}  (target >= 0.8)")
     print(f"collect pipeline frames/s ({args.workers} workers, incl. start-up, HDF5, manifest): "
