@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import tyro
 
-from roboscape_r.tokenizer.config import TokenizerTrainConfig
-from roboscape_r.worldmodel.config import WMTrainConfig
-from roboscape_r.worldmodel.evaluate import EvalWMConfig
 
 os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")  # CPU rendering (lavapipe)
 
@@ -49,32 +46,6 @@ class DatasetPathConfig:
 
     root: tyro.conf.Positional[Path]
     """Dataset folder written by `roboscape collect`."""
-
-
-@dataclass(frozen=True)
-class TrainTokenizerArgs:
-    """Train the LFQ tokenizer on every frame of a dataset's training split (resumes from --out)."""
-
-    data: Path = Path("data/train")
-    """Dataset folder written by `roboscape collect`."""
-    out: Path = Path("runs/tokenizer")
-    """Run folder: config, TensorBoard logs, checkpoints."""
-    train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
-    """Training options."""
-
-
-@dataclass(frozen=True)
-class TrainWMArgs:
-    """Train a world model on tokenised episodes of a dataset's training split (resumes from --out)."""
-
-    data: Path = Path("data/train")
-    """Dataset folder written by `roboscape collect`."""
-    tokenizer: Path = Path("checkpoints/small/tokenizer.pt")
-    """Tokenizer checkpoint (file or run folder)."""
-    out: Path = Path("runs/wm_act")
-    """Run folder: config, TensorBoard logs, checkpoints, token cache."""
-    train: WMTrainConfig = field(default_factory=WMTrainConfig)
-    """Training options (--train.kind act|txt)."""
 
 
 def _cmd_collect(argv: list[str]) -> int:
@@ -136,6 +107,7 @@ def _scenes(config: ScenesConfig) -> int:
 def _cmd_train_tokenizer(argv: list[str]) -> int:
     from roboscape_r.data.dataset import FrameDataset
     from roboscape_r.tokenizer import train_tokenizer
+    from roboscape_r.train_args import TrainTokenizerArgs
 
     args = tyro.cli(TrainTokenizerArgs, args=argv, prog="roboscape train-tokenizer")
     result = train_tokenizer(args.train, FrameDataset(args.data, split="train"), args.out)
@@ -145,6 +117,7 @@ def _cmd_train_tokenizer(argv: list[str]) -> int:
 
 def _cmd_train_wm(argv: list[str]) -> int:
     from roboscape_r.tokenizer import load_tokenizer
+    from roboscape_r.train_args import TrainWMArgs
     from roboscape_r.worldmodel.data import tokenized_episodes
     from roboscape_r.worldmodel.train import train_world_model
 
@@ -162,7 +135,7 @@ def _cmd_train_wm(argv: list[str]) -> int:
 
 
 def _cmd_eval_wm(argv: list[str]) -> int:
-    from roboscape_r.worldmodel.evaluate import run_evaluation
+    from roboscape_r.worldmodel.evaluate import EvalWMConfig, run_evaluation
     from roboscape_r.worldmodel.evaluate_report import format_metrics
 
     config = tyro.cli(EvalWMConfig, args=argv, prog="roboscape eval-wm")
