@@ -140,6 +140,9 @@ class TokenizerTrainConfig(RunOptions):
     """Decay of the EMA encoder used by perceptual_loss='ema-encoder-lpips'."""
     entropy_weight: float = 0.1
     """Weight of LFQ's entropy loss (per-token entropy minus diversity_gamma times batch code entropy)."""
+    augment_prob: float = 0.5
+    """Probability that a training frame is recoloured (brightness, contrast, channel gain, channel
+    permutation; see tokenizer/augment.py), so that unseen colours and lighting encode well."""
     entropy_sample_fraction: float = 0.5
     """Fraction of a batch's tokens (sampled anew each step) on which LFQ computes its entropy loss.
 
@@ -168,6 +171,8 @@ class TokenizerTrainConfig(RunOptions):
                 "TokenizerTrainConfig.perceptual_loss must be 'gradient', 'ema-encoder-lpips' or 'none', "
                 f"got {self.perceptual_loss!r}"
             )
+        if not 0.0 <= self.augment_prob <= 1.0:
+            raise ValueError(f"TokenizerTrainConfig.augment_prob must be in [0, 1], got {self.augment_prob}")
         if not 0.0 < self.entropy_sample_fraction <= 1.0:
             raise ValueError(
                 f"TokenizerTrainConfig.entropy_sample_fraction must be in (0, 1], got {self.entropy_sample_fraction}"

@@ -29,6 +29,7 @@ from roboscape_r.checkpoint import (
     save_checkpoint,
 )
 from roboscape_r.runconfig import resume_relevant
+from roboscape_r.tokenizer.augment import photometric_augment
 from roboscape_r.tokenizer.config import TokenizerTrainConfig
 from roboscape_r.tokenizer.losses import LossTerms, TokenizerLoss
 from roboscape_r.tokenizer.model import CHECKPOINT_KIND, Tokenizer
@@ -245,6 +246,7 @@ def train_tokenizer(config: TokenizerTrainConfig, frames_source: Any, out_dir: s
     try:
         while step < end_step:
             frames_uint8 = next(batches).to(device, non_blocking=True)  # (B, H, W, 3)
+            frames_uint8 = photometric_augment(frames_uint8, config.augment_prob)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 output = model(frames_uint8)
                 terms: LossTerms = loss_fn(output, frames_uint8)
