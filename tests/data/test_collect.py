@@ -76,9 +76,15 @@ def test_kill_and_resume_gives_the_same_episodes(tmp_path, collected):
             "--source-mix", "0", "0", "1", "--random-steps", "5", "--workers", "1", "--episodes-per-shard", "2",
             "--seed", "3"]
     proc = subprocess.Popen(ROBOSCAPE + args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def shards_listed() -> int:
+        try:
+            return len(read_manifest(out)["shards"])
+        except DatasetError:
+            return 0
+
     deadline = time.time() + 240
-    while time.time() < deadline and not list(out.glob("shard_*.h5")):
-        time.sleep(0.2)
+    while time.time() < deadline and shards_listed() == 0:
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     shards_at_kill = len(read_manifest(out)["shards"])
