@@ -163,3 +163,20 @@ def test_cli_data_scenes_lists_everything():
     assert result.returncode == 0
     for name in ("PickCube", "StackCube", "id-cyan-slate", "ood-distractors-4", "object_size"):
         assert name in result.stdout
+
+
+@pytest.mark.maniskill
+def test_planner_failing_before_its_first_step_records_random_actions(monkeypatch):
+    from roboscape_r.data import collect as C
+    from roboscape_r.data import scenes as S
+
+    S.register_all()
+
+    def failed_plan(planner_env, task, seed):
+        planner_env.reset(seed=seed)
+        return planner_env.unwrapped.get_state_dict(), [], [], False
+
+    monkeypatch.setattr(C, "plan_expert", failed_plan)
+    plan = C.EpisodePlan(0, "PushCube", "id-default-wood", S.env_id("PushCube", "id-default-wood"), "expert", 5, "x")
+    episode = C.record_episode(plan, CollectConfig(random_steps=3))
+    assert episode["source"] == "random" and len(episode["actions"]) == 3

@@ -153,12 +153,16 @@ def record_episode(plan: EpisodePlan, config: CollectConfig) -> dict:
     max_steps = env.spec.max_episode_steps or S.TASKS[plan.task].max_episode_steps
     rng = np.random.default_rng([config.seed, plan.episode_index, 1])
     obs, _ = env.reset(seed=plan.seed)
-    if plan.source in ("expert", "perturbed"):
+    source = plan.source
+    if source in ("expert", "perturbed"):
         planner_env = _cached_env(plan.env_id, config.image_size, "pd_joint_pos", "none")
         initial_state, targets, grippers, _ = plan_expert(planner_env, plan.task, plan.seed)
         env.unwrapped.set_state_dict(initial_state)
         obs = env.unwrapped.get_obs()
-        policy = ExpertPolicy(targets, grippers, rng, config.perturb if plan.source == "perturbed" else None)
+        if not targets:  # the planner failed before its first step: nothing to track
+            source = "random"
+    if source in ("expert", "perturbed"):
+        policy = ExpertPolicy(targets, grippers, rng, config.perturb if source == "perturbed" else None)
         max_steps = min(max_steps, len(targets) + 40)  # detours lengthen perturbed episodes
     else:
         policy = RandomPolicy(rng, config.perturb)
@@ -179,7 +183,7 @@ def record_episode(plan: EpisodePlan, config: CollectConfig) -> dict:
     return dict(
         frames=np.stack(frames), actions=np.stack(actions), rewards=np.asarray(rewards, np.float32),
         success=np.asarray(success), terminated=np.asarray(terminated), truncated=np.asarray(truncated),
-        control_mode=S.CONTROL_MODE, **dataclasses.asdict(plan),
+        control_mode=S.CONTROL_MODE, **{**dataclasses.asdict(plan), "source": source},
     )
 
 
