@@ -11,15 +11,13 @@ from roboscape_r.data import scenes as S
 
 def render_scene_grid(out_png: Path, image_size: int = 64, seed: int = 1) -> Path:
     """Render the first frame of each (task, scene) at ``seed`` into a labelled PNG grid."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from roboscape_r.data.collect import make_env
-    from roboscape_r.data.format import atomic_write_bytes
+    from roboscape_r.atomic import atomic_save_figure
 
     S.register_all()
     names = list(S.SCENES)
@@ -41,8 +39,4 @@ def render_scene_grid(out_png: Path, image_size: int = 64, seed: int = 1) -> Pat
             if c == 0:
                 ax.set_ylabel(scene, fontsize=6)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(out_png), buffer.getvalue())
-    return Path(out_png)
+    return atomic_save_figure(fig, out_png, dpi=110)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from roboscape_r.data.format import atomic_write_bytes, atomic_write_json, iter_episode_meta, read_episode, read_manifest
+from roboscape_r.atomic import atomic_save_figure, atomic_write_json
+from roboscape_r.data.format import iter_episode_meta, read_episode, read_manifest
 
 
 def summarize(root: Path) -> dict:
@@ -76,13 +77,7 @@ def contact_sheet(root: Path, out_png: Path, scale: int = 2) -> Path:
                     ax.set_frame_on(False)  # keep the axis so the row label stays visible
         axes[r][0].set_ylabel(f"{key[0]}\n{key[1]}", fontsize=6)
     fig.tight_layout()
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(Path(out_png), buffer.getvalue())
-    return Path(out_png)
+    return atomic_save_figure(fig, out_png, dpi=100)
 
 
 def write_summary(root: Path) -> tuple[dict, Path]:
