@@ -1,0 +1,88 @@
+"""The general reward: perceptual alignment with WM_txt's golden trajectory, plus predicted done.
+
+No task-specific code: the goal is whatever WM_txt imagines for the instruction and first frame.
+For an episode with golden frames g_1..g_T (``generate_golden``: g_k is the imagined frame after
+k steps) and world-model frames x_1, x_2, ... (x_t after the policy's t-th action):
+
+    k(t)       = min(t, T)                      same-index alignment; after the golden
+                                                trajectory ends, its last frame is the target
+    d_ref      = d(x_0, g_T) + eps              how far the start is from the imagined goal
+    align_t    = clip(1 - d(x_t, g_k(t)) / d_ref, -1, 1)
+    r_t        = align_t + done_weight * p_done_t
+
+where d is the perceptual distance (real LPIPS when available, else the LPIPS formula over our
+tokenizer's encoder features; ``distance.name`` says which) and p_done_t is WM_act's predicted
+done probability after step t. align_t is 1 when the frame matches the golden frame, about 0
+when the frame is as far from it as the start is from the goal, and negative when it is further.
+Dividing by d_ref makes the scale comparable across tasks and scenes (a small cube moving
+changes fewer features than a large arm motion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from roboscape_r.tokenizer.perceptual import PerceptualDistance
+
+
+@dataclass(frozen=True)
+class GeneralRewardConfig:
+    """Weights of the general reward."""
+
+    done_weight: float = 1.0
+    """Weight of WM_act's predicted done probability in the reward."""
+    eps: float = 1e-3
+    """Added to d_ref so that a start already at the goal does not divide by zero."""
+
+
+class GeneralReward:
+    """Batched general reward for B parallel episodes, one golden trajectory each.
+
+    ``reset(first_frames, golden_frames)`` once per episode, then ``__call__(frames, done_prob)``
+    once per step; the step counter is kept here, all B episodes advance together.
+    """
+
+    name = "general"
+
+    def __init__(self, distance: PerceptualDistance, config: GeneralRewardConfig = GeneralRewardConfig()):
+        self.distance = distance
+        self.config = config
+        self.golden: torch.Tensor | None = None
+        self.d_ref: torch.Tensor | None = None
+        self.t = 0
+
+    @property
+    def distance_name(self) -> str:
+        """Which perceptual distance ran (recorded in run configs and reports)."""
+        return self.distance.name
+
+    @torch.inference_mode()
+    def reset(self, first_frames: torch.Tensor, golden_frames: torch.Tensor) -> None:
+        """first_frames uint8 (B, H, W, 3); golden_frames uint8 (B, T, H, W, 3)."""
+        if golden_frames.dim() != 5 or first_frames.dim() != 4 or golden_frames.shape[0] != first_frames.shape[0] \
+                or golden_frames.shape[2:] != first_frames.shape[1:]:
+            raise ValueError(f"expected first_frames (B, H, W, 3) and golden_frames (B, T, H, W, 3) of the same B, "
+                             f"H, W; got {tuple(first_frames.shape)} and {tuple(golden_frames.shape)}")
+        if golden_frames.shape[1] < 1:
+            raise ValueError("the golden trajectory is empty; generate at least one frame")
+        self.golden = golden_frames
+        self.d_ref = self.distance(first_frames, golden_frames[:, -1]).float() + self.config.eps  # (B,)
+        self.t = 0
+
+    @torch.inference_mode()
+    def __call__(self, frames: torch.Tensor, done_prob: torch.Tensor) -> torch.Tensor:
+        """Reward float32 (B,) for frames uint8 (B, H, W, 3) after this step and done_prob (B,)."""
+        if self.golden is None:
+            raise RuntimeError("call reset(first_frames, golden_frames) before computing rewards")
+        B, T = self.golden.shape[:2]
+        if frames.shape != (B, *self.golden.shape[2:]) or done_prob.shape != (B,):
+            raise ValueError(f"expected frames {(B, *self.golden.shape[2:])} and done_prob ({B},), "
+                             f"got {tuple(frames.shape)} and {tuple(done_prob.shape)}")
+        if not torch.isfinite(done_prob).all():
+            raise ValueError(f"done_prob has NaN/inf at step {self.t + 1}")
+        self.t += 1
+        target = self.golden[:, min(self.t, T) - 1]  # golden entry k-1 is the frame after k steps
+        align = (1.0 - self.distance(frames, target).float() / self.d_ref).clamp(-1.0, 1.0)
+        return align + self.config.done_weight * done_prob.float()
