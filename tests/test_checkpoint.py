@@ -62,7 +62,7 @@ def test_missing_file_names_path(tmp_path):
 
 
 def test_folder_without_checkpoints(tmp_path):
-    with pytest.raises(CheckpointError, match="holds no ckpt_XXXXXXXX.pt"):
+    with pytest.raises(CheckpointError, match="holds no ckpt_NNNNNNNN.pt"):
         load_checkpoint(tmp_path, expected_kind="tokenizer")
 
 

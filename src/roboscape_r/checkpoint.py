@@ -43,7 +43,7 @@ def checkpoint_path(directory: str | Path, step: int) -> Path:
 
 
 def step_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
-    """List the `ckpt_XXXXXXXX.pt` files in `directory` as (step, path), oldest first.
+    """List the `ckpt_NNNNNNNN.pt` files in `directory` as (step, path), oldest first.
 
     A missing folder gives an empty list; other files (temporaries, logs) are ignored.
     """
@@ -59,7 +59,7 @@ def step_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """Return the path of the highest-step `ckpt_XXXXXXXX.pt` in `directory` (or in its
+    """Return the path of the highest-step `ckpt_NNNNNNNN.pt` in `directory` (or in its
     `checkpoints/` subfolder, where run folders keep them), or None if there is none."""
     found = step_checkpoints(directory) or step_checkpoints(Path(directory) / "checkpoints")
     return found[-1][1] if found else None
@@ -138,7 +138,7 @@ def save_checkpoint(
         model_state, optimizer_state, scheduler_state: `state_dict()`s (the last two optional).
         step: training step the states belong to.
         extra: further plain values or tensors to keep (e.g. data position, EMA weights).
-        keep_last: if given, afterwards delete all but this many newest `ckpt_XXXXXXXX.pt`
+        keep_last: if given, afterwards delete all but this many newest `ckpt_NNNNNNNN.pt`
             files in the same folder.
 
     The file holds: format_version, kind, config, step, model, optimizer, scheduler, extra,
@@ -181,7 +181,7 @@ def load_checkpoint(
     """Read a checkpoint written by `save_checkpoint` and check it is the one the caller wants.
 
     Args:
-        path: a checkpoint file, or a folder (then its newest `ckpt_XXXXXXXX.pt` is read).
+        path: a checkpoint file, or a folder (then its newest `ckpt_NNNNNNNN.pt` is read).
         expected_kind: the `kind` the file must hold, e.g. "tokenizer".
         expected_config: values the stored config must match; nested dicts are compared key
             by key ("model.grid_size"); keys it does not name are not checked.
@@ -200,14 +200,14 @@ def load_checkpoint(
         newest = latest_checkpoint(path)
         if newest is None:
             raise CheckpointError(
-                f"folder {path} holds no ckpt_XXXXXXXX.pt checkpoint; pass a checkpoint file, "
+                f"folder {path} holds no ckpt_NNNNNNNN.pt checkpoint; pass a checkpoint file, "
                 "or train first so that one is written there"
             )
         path = newest
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; check the path (a run folder also works: its newest "
-            "ckpt_XXXXXXXX.pt is used) or train first"
+            "ckpt_NNNNNNNN.pt is used) or train first"
         )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)

@@ -159,7 +159,7 @@ def train_tokenizer(config: TokenizerTrainConfig, frames_source: Any, out_dir: s
             match the checkpoint's.
         frames_source: map-style dataset whose items are uint8 frames (H, W, 3) or clips
             (N, H, W, 3), H = W = config.model.image_size; a uint8 tensor (N, H, W, 3) works too.
-        out_dir: run folder: `ckpt_XXXXXXXX.pt` files, `config.json` and TensorBoard logs in `tb/`.
+        out_dir: run folder: `ckpt_NNNNNNNN.pt` files, `config.json` and TensorBoard logs in `tb/`.
 
     Returns:
         TrainResult (newest checkpoint, step, whether config.steps was reached, last metrics).
