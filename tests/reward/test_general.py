@@ -6,12 +6,12 @@ from roboscape_r.tokenizer.perceptual import PerceptualDistance
 
 
 class MeanAbsDistance(PerceptualDistance):
-    """A transparent stand-in: mean absolute pixel difference."""
+    """A transparent stand-in: mean absolute pixel difference (the reward uses only ratios of it)."""
 
     name = "mean-abs"
 
-    def forward(self, frames_a, frames_b):
-        return (frames_a.float() - frames_b.float()).abs().mean(dim=(1, 2, 3))
+    def distance(self, images_a, images_b):
+        return (images_a - images_b).abs().mean(dim=(1, 2, 3))
 
 
 def solid(value, batch=2, size=4):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -48,14 +49,14 @@ def lpips_distance(features_a: Sequence[torch.Tensor], features_b: Sequence[torc
     return total
 
 
-class PerceptualDistance(nn.Module):
-    """Base class: `forward(frames_a, frames_b) -> (B,)` distances; `name` says which network ran."""
+class PerceptualDistance(nn.Module, ABC):
+    """Base class: `forward(frames_a, frames_b) -> (B,)` distances; `name` says which network ran.
+
+    Subclasses implement `distance` on images already in model space; `forward` checks the
+    frames and converts them, once for every subclass.
+    """
 
     name: str = "perceptual"
-
-    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps of (B, 3, H, W) images in [-1, 1]."""
-        raise NotImplementedError
 
     def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tensor:
         """Distances between two batches of channel-last frames (uint8 0..255 or float 0..1).
@@ -71,7 +72,11 @@ class PerceptualDistance(nn.Module):
                 f"expected two (B, H, W, 3) frame batches of one shape, got {tuple(frames_a.shape)} "
                 f"and {tuple(frames_b.shape)}"
             )
-        return lpips_distance(self.features(to_model_space(frames_a)), self.features(to_model_space(frames_b)))
+        return self.distance(to_model_space(frames_a), to_model_space(frames_b))
+
+    @abstractmethod
+    def distance(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
+        """(B,) distances between (B, 3, H, W) images in [-1, 1]."""
 
 
 class TokenizerFeatureDistance(PerceptualDistance):
@@ -89,7 +94,11 @@ class TokenizerFeatureDistance(PerceptualDistance):
         self.encoder = copy.deepcopy(tokenizer.encoder).eval().requires_grad_(False)
         self.image_size = tokenizer.config.image_size
 
+    def distance(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
+        return lpips_distance(self.features(images_a), self.features(images_b))
+
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's multi-scale feature maps of (B, 3, H, W) images in [-1, 1]."""
         if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
             raise ValueError(
                 f"the tokenizer features need {self.image_size}x{self.image_size} frames, got "
@@ -109,13 +118,8 @@ class LpipsVggDistance(PerceptualDistance):
 
         self.model = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
 
-    def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tensor:
-        if frames_a.shape != frames_b.shape or frames_a.ndim != 4 or frames_a.shape[-1] != 3:
-            raise ValueError(
-                f"expected two (B, H, W, 3) frame batches of one shape, got {tuple(frames_a.shape)} "
-                f"and {tuple(frames_b.shape)}"
-            )
-        return self.model(to_model_space(frames_a), to_model_space(frames_b)).flatten()
+    def distance(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
+        return self.model(images_a, images_b).flatten()
 
 
 def lpips_vgg_available() -> bool:
