@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from roboscape_r.reward.base import EpisodeContext, make_reward, reward_names
 from roboscape_r.reward.general import GeneralReward, GeneralRewardConfig
 from roboscape_r.tokenizer.perceptual import PerceptualDistance
 
@@ -18,10 +19,15 @@ def solid(value, batch=2, size=4):
     return torch.full((batch, size, size, 3), value, dtype=torch.uint8)
 
 
+def context(first_frames, golden_frames):
+    B = first_frames.shape[0]
+    return EpisodeContext(first_frames, ["PickCube"] * B, ["pick up the cube"] * B, golden_frames)
+
+
 def make(done_weight=1.0):
     reward = GeneralReward(MeanAbsDistance(), GeneralRewardConfig(done_weight=done_weight, eps=1e-6))
     golden = torch.stack([solid(20), solid(40), solid(60)], dim=1)  # (B, T=3, H, W, 3)
-    reward.reset(solid(0), golden)
+    reward.reset(context(solid(0), golden))
     return reward
 
 
@@ -51,7 +57,7 @@ def test_bad_input():
     with pytest.raises(RuntimeError, match="reset"):
         reward(solid(0), torch.zeros(2))
     with pytest.raises(ValueError, match="golden_frames"):
-        reward.reset(solid(0), solid(0))
+        reward.reset(context(solid(0), solid(0)))
     reward = make()
     with pytest.raises(ValueError, match="expected frames"):
         reward(solid(0, batch=3), torch.zeros(3))
@@ -71,8 +77,24 @@ def test_with_the_tokenizer_feature_distance():
     reward = GeneralReward(TokenizerFeatureDistance(tokenizer))
     start = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
     goal = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
-    reward.reset(start, goal[:, None])
+    reward.reset(context(start, goal[:, None]))
     at_goal = reward(goal, torch.zeros(2))
     at_start = reward(start, torch.zeros(2))
     assert reward.distance_name == "tokenizer-features-lpips"
     assert torch.all(at_goal > at_start) and torch.allclose(at_goal, torch.ones(2), atol=1e-3)
+
+
+def test_registry():
+    assert "general" in reward_names()
+    with pytest.raises(ValueError, match="valid rewards: .*general"):
+        make_reward("no-such-reward")
+    with pytest.raises(ValueError, match="tokenizer"):
+        make_reward("general", tokenizer=None, prefer_lpips=False)
+
+
+def test_general_without_golden_is_refused():
+    reward = GeneralReward(MeanAbsDistance())
+    with pytest.raises(ValueError, match="golden trajectory"):
+        reward.reset(context(solid(0), None))
+    with pytest.raises(ValueError, match="one per env"):
+        EpisodeContext(solid(0), ["PickCube"], ["x", "y"])

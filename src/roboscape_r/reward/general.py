@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from roboscape_r.tokenizer.perceptual import PerceptualDistance
+from roboscape_r.reward.base import EpisodeContext, WorldModelReward, register_reward
+from roboscape_r.tokenizer.perceptual import PerceptualDistance, make_perceptual_distance
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class GeneralRewardConfig:
     """Added to d_ref so that a start already at the goal does not divide by zero."""
 
 
-class GeneralReward:
+class GeneralReward(WorldModelReward):
     """Batched general reward for B parallel episodes, one golden trajectory each.
 
     ``reset(first_frames, golden_frames)`` once per episode, then ``__call__(frames, done_prob)``
@@ -45,6 +46,7 @@ class GeneralReward:
     """
 
     name = "general"
+    needs_golden = True
 
     def __init__(self, distance: PerceptualDistance, config: GeneralRewardConfig = GeneralRewardConfig()):
         self.distance = distance
@@ -59,8 +61,12 @@ class GeneralReward:
         return self.distance.name
 
     @torch.inference_mode()
-    def reset(self, first_frames: torch.Tensor, golden_frames: torch.Tensor) -> None:
-        """first_frames uint8 (B, H, W, 3); golden_frames uint8 (B, T, H, W, 3)."""
+    def reset(self, context: EpisodeContext) -> None:
+        """Start B episodes from context.first_frames with context.golden_frames (B, T, H, W, 3)."""
+        first_frames, golden_frames = context.first_frames, context.golden_frames
+        if golden_frames is None:
+            raise ValueError("the general reward needs the golden trajectory (context.golden_frames); "
+                             "generate it with WM_txt")
         if golden_frames.dim() != 5 or first_frames.dim() != 4 or golden_frames.shape[0] != first_frames.shape[0] \
                 or golden_frames.shape[2:] != first_frames.shape[1:]:
             raise ValueError(f"expected first_frames (B, H, W, 3) and golden_frames (B, T, H, W, 3) of the same B, "
@@ -75,7 +81,7 @@ class GeneralReward:
     def __call__(self, frames: torch.Tensor, done_prob: torch.Tensor) -> torch.Tensor:
         """Reward float32 (B,) for frames uint8 (B, H, W, 3) after this step and done_prob (B,)."""
         if self.golden is None:
-            raise RuntimeError("call reset(first_frames, golden_frames) before computing rewards")
+            raise RuntimeError("call reset(context) with a golden trajectory before computing rewards")
         B, T = self.golden.shape[:2]
         if frames.shape != (B, *self.golden.shape[2:]) or done_prob.shape != (B,):
             raise ValueError(f"expected frames {(B, *self.golden.shape[2:])} and done_prob ({B},), "
@@ -86,3 +92,16 @@ class GeneralReward:
         target = self.golden[:, min(self.t, T) - 1]  # golden entry k-1 is the frame after k steps
         align = (1.0 - self.distance(frames, target).float() / self.d_ref).clamp(-1.0, 1.0)
         return align + self.config.done_weight * done_prob.float()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "distance": self.distance_name, "done_weight": self.config.done_weight,
+                "alignment": "same index, last golden frame after the trajectory ends"}
+
+
+def _make_general(tokenizer=None, prefer_lpips: bool = True, done_weight: float = 1.0, **_: object) -> GeneralReward:
+    """`make_reward("general", tokenizer=...)`: real LPIPS if installed with weights, else tokenizer features."""
+    return GeneralReward(make_perceptual_distance(tokenizer, prefer_lpips=prefer_lpips),
+                         GeneralRewardConfig(done_weight=done_weight))
+
+
+register_reward("general", _make_general)
