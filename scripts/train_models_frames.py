@@ -1,9 +1,10 @@
-"""Train tokenizer, WM_act and WM_txt in one go from a folder of dataset shards held in memory.
+"""Train tokenizer, WM_act and WM_txt in one go from dataset episodes held in memory.
 
 For short runs on a lent GPU, where neither the package's CLI dependencies nor ManiSkill are
-installed: ``PYTHONPATH=src python scripts/train_models_frames.py SHARDS OUT --embeddings E.json``.
-The last shard is held out; the script prints held-out tokenizer PSNR and world-model token
-accuracy. Each stage stops at its time limit; weights-only copies of the three checkpoints are
+installed: ``PYTHONPATH=src python scripts/train_models_frames.py DATA OUT --embeddings E.json``,
+where DATA is a folder of dataset shards or a pack written by ``scripts/pack_frames.py``.
+The last shard (or the last --heldout-episodes of a pack) is held out; the script prints
+held-out tokenizer PSNR and world-model token accuracy. Each stage stops at its time limit; weights-only copies of the three checkpoints are
 written to OUT/export as soon as each stage ends, so a run cut short still returns what it made.
 """
 
@@ -15,11 +16,13 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import torch
 
 from roboscape_r.checkpoint import export_weights
 from roboscape_r.tokenizer import TokenizerTrainConfig, load_tokenizer, train_tokenizer
-from roboscape_r.worldmodel.config import WMTrainConfig
+from roboscape_r.tokenizer.config import TokenizerConfig
+from roboscape_r.worldmodel.config import WMTrainConfig, WorldModelConfig
 from roboscape_r.worldmodel.text_encoder import PrecomputedTextEncoder
 from roboscape_r.worldmodel.train import load_world_model, train_world_model
 
@@ -33,6 +36,20 @@ def load_episodes(paths: list[Path]) -> list[dict]:
                 episodes.append({"frames": torch.from_numpy(group["obs/rgb"][()]),
                                  "actions": group["actions"][()], "success": group["success"][()],
                                  "instruction": str(group.attrs["instruction"])})
+    return episodes
+
+
+def load_pack(path: Path) -> list[dict]:
+    """Episodes of a pack written by scripts/pack_frames.py."""
+    pack = np.load(path)
+    offsets = pack["frame_offsets"]
+    frames, actions, success = torch.from_numpy(pack["frames"]), pack["actions"], pack["success"]
+    episodes = []
+    for i, instruction in enumerate(pack["instructions"]):
+        start, end = int(offsets[i]), int(offsets[i + 1])
+        steps = slice(start - i, end - i - 1)  # actions/success have one entry fewer than frames per episode
+        episodes.append({"frames": frames[start:end], "actions": actions[steps], "success": success[steps],
+                         "instruction": str(instruction)})
     return episodes
 
 
@@ -62,15 +79,26 @@ def main() -> None:
     parser.add_argument("--wm-steps", type=int, default=3000)
     parser.add_argument("--wm-seconds", type=float, default=60)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--heldout-episodes", type=int, default=16, help="held out from the end of a pack")
+    parser.add_argument("--wm-txt-seconds", type=float, default=None, help="default: --wm-seconds")
+    parser.add_argument("--wm-txt-steps", type=int, default=None, help="default: --wm-steps")
+    parser.add_argument("--dropout", type=float, default=0.0, help="world-model dropout")
+    parser.add_argument("--tokenizer-channels", type=int, default=128)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
     export = args.out / "export"
     export.mkdir(parents=True, exist_ok=True)
-    paths = sorted(args.shards.glob("shard_*.h5"))
-    if len(paths) < 2:
-        raise SystemExit(f"need at least 2 shards in {args.shards} (one is held out), found {len(paths)}")
-    train_eps, val_eps = load_episodes(paths[:-1]), load_episodes(paths[-1:])
+    if args.shards.suffix == ".npz":
+        episodes = load_pack(args.shards)
+        if len(episodes) <= args.heldout_episodes:
+            raise SystemExit(f"{args.shards} has {len(episodes)} episodes, need more than --heldout-episodes")
+        train_eps, val_eps = episodes[: -args.heldout_episodes], episodes[-args.heldout_episodes :]
+    else:
+        paths = sorted(args.shards.glob("shard_*.h5"))
+        if len(paths) < 2:
+            raise SystemExit(f"need at least 2 shards in {args.shards} (one is held out), found {len(paths)}")
+        train_eps, val_eps = load_episodes(paths[:-1]), load_episodes(paths[-1:])
     train_frames = torch.cat([e["frames"] for e in train_eps])
     val_frames = torch.cat([e["frames"] for e in val_eps])
     report: dict = {"train_episodes": len(train_eps), "train_frames": len(train_frames), "heldout_frames": len(val_frames),
@@ -78,7 +106,9 @@ def main() -> None:
     print(json.dumps(report), flush=True)
 
     started = time.time()
-    tok_config = TokenizerTrainConfig(steps=args.tokenizer_steps, batch_size=args.batch_size, device=args.device,
+    tok_config = TokenizerTrainConfig(model=TokenizerConfig(channels=args.tokenizer_channels,
+                                                            max_channels=args.tokenizer_channels),
+                                      steps=args.tokenizer_steps, batch_size=args.batch_size, device=args.device,
                                       time_limit_s=args.tokenizer_seconds, ckpt_every=500, log_every=50)
     result = train_tokenizer(tok_config, train_frames, args.out / "tokenizer")
     export_weights(result.checkpoint_path, export / "tokenizer.pt", expected_kind="tokenizer")
@@ -95,8 +125,11 @@ def main() -> None:
     text_encoder = PrecomputedTextEncoder(json.loads(args.embeddings.read_text()))
     for kind in ("act", "txt"):
         started = time.time()
-        wm_config = WMTrainConfig(kind=kind, steps=args.wm_steps, batch_size=args.batch_size, device=args.device,
-                                  bf16=args.bf16, time_limit_s=args.wm_seconds, ckpt_every=500, log_every=50)
+        steps = args.wm_txt_steps if kind == "txt" and args.wm_txt_steps else args.wm_steps
+        seconds = args.wm_txt_seconds if kind == "txt" and args.wm_txt_seconds else args.wm_seconds
+        wm_config = WMTrainConfig(kind=kind, model=WorldModelConfig(cond=kind, dropout=args.dropout), steps=steps,
+                                  batch_size=args.batch_size, device=args.device, bf16=args.bf16,
+                                  time_limit_s=seconds, ckpt_every=500, log_every=50)
         result = train_world_model(wm_config, train_clips, None, args.out / f"wm_{kind}", text_encoder=text_encoder)
         export_weights(result.checkpoint, export / f"wm_{kind}.pt", expected_kind=f"wm_{kind}")
         report[f"wm_{kind}"] = {"step": result.step, "seconds": time.time() - started,

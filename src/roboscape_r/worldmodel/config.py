@@ -45,6 +45,11 @@ class WorldModelConfig:
     """Size of an instruction embedding (384 for all-MiniLM-L6-v2); used when cond == 'txt'."""
     dropout: float = 0.0
     """Dropout on attention weights and residual branches during training."""
+    cond_every_layer: bool = True
+    """Also add a per-layer linear projection of the conditioning (action or instruction) to the
+    residual stream before every block, not only to the input tokens. With the copy bonus,
+    repeating the frame is already a good guess, and a signal entering only at the input was
+    measured to be ignored (true vs shuffled actions scored the same)."""
     copy_prior: float = 3.0
     """Initial value of a learned logit bonus for repeating, at each position, the current frame's
     token (a copy mechanism). Consecutive frames share most tokens, so copying is the right

@@ -128,6 +128,7 @@ class Block(nn.Module):
         self.attn = BlockCausalSelfAttention(config)
         self.ln_mlp = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
+        self.cond_proj = nn.Linear(config.d_model, config.d_model) if config.cond_every_layer else None
 
     def forward(
         self,
@@ -135,7 +136,12 @@ class Block(nn.Module):
         attn_mask: torch.Tensor | None,
         kv_cache: KVCache | None,
         layer_index: int,
+        cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if self.cond_proj is not None and cond is not None:
+            B, TN, D = x.shape
+            T = cond.shape[1]  # cond (B, T, D) -> every token of its frame
+            x = (x.view(B, T, TN // T, D) + self.cond_proj(cond)[:, :, None, :]).view(B, TN, D)
         x = x + self.attn(self.ln_attn(x), attn_mask, kv_cache, layer_index)
         return x + self.mlp(self.ln_mlp(x))
 
@@ -159,11 +165,15 @@ class SpatialTemporalTransformer(nn.Module):
         nn.init.normal_(self.spatial_pos, std=0.02)
         nn.init.normal_(self.temporal_pos, std=0.02)
 
-    def forward(self, frame_embeddings: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, frame_embeddings: torch.Tensor, kv_cache: KVCache | None = None, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Run the blocks over new frames.
 
         Args:
             frame_embeddings: float (B, T_new, h*w, D), token + conditioning embeddings.
+            cond: optional float (B, T_new, D) per-frame conditioning, projected and added before
+                every block when `config.cond_every_layer`.
             kv_cache: optional cache; the new frames follow its `num_frames` cached frames,
                 and `num_frames` is advanced by T_new.
 
@@ -191,7 +201,7 @@ class SpatialTemporalTransformer(nn.Module):
         x = self.drop(x).reshape(B, T * N, D)  # (B, T*h*w, D)
         attn_mask = block_causal_mask(T, num_past, N, x.device)
         for layer_index, block in enumerate(self.blocks):
-            x = block(x, attn_mask, kv_cache, layer_index)
+            x = block(x, attn_mask, kv_cache, layer_index, cond)
         if kv_cache is not None:
             kv_cache.num_frames += T
         return self.ln_final(x).view(B, T, N, D)

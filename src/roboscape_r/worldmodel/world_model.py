@@ -8,7 +8,8 @@ difference between hundreds and a handful of env steps/s. The price is that the 
 one frame are predicted independently given the past: fine for greedy rollouts, noisier
 when sampling at high temperature.
 
-- WM_act (`cond="act"`): the action a_t, through an MLP, is added to every token of frame t.
+- WM_act (`cond="act"`): the action a_t, through an MLP, is added to every token of frame t
+  (and, with `cond_every_layer`, projected again into the residual stream before every block).
 - WM_txt (`cond="txt"`): a projected instruction embedding is added to every token of every
   frame; given the first frame it generates a "golden trajectory" with no actions.
 """
@@ -118,7 +119,7 @@ class WorldModel(nn.Module):
         B, T, H, W = tokens.shape
         cond = self._embed_condition(B, T, actions, instruction_embeddings)  # (B, T, D)
         x = self.token_embedding(tokens.reshape(B, T, H * W)) + cond[:, :, None, :]  # (B, T, h*w, D)
-        return self.backbone(x, kv_cache)  # (B, T, h*w, D)
+        return self.backbone(x, kv_cache, cond)  # (B, T, h*w, D)
 
     def done_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Done logit of each frame from its pooled hidden states: (B, T, h*w, D) -> (B, T)."""
