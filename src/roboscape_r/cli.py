@@ -25,6 +25,11 @@ commands:
   train-tokenizer    train the LFQ image tokenizer on a dataset's frames
   train-wm           train WM_act (--train.kind act) or WM_txt (--train.kind txt) on tokenised episodes
   eval-wm            score world models on held-out episodes per split (open loop, controllability, done, golden)
+  train-policy       PPO inside the world model (--env wm, reward by name) or in ManiSkill (--env sim)
+  train-bc           behaviour cloning from expert episodes (a baseline and a PPO warm start)
+  train-proxy-reward train the proxy reward CNN (dense reward + success from a frame) on a dataset
+  reward-check       score the rewards along real held-out episodes (progress correlation, success AUROC)
+  eval               success rates of a policy in ManiSkill per task, scene, split and OOD factor (+ videos)
 """
 
 
@@ -145,8 +150,63 @@ def _cmd_eval_wm(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_train_proxy_reward(argv: list[str]) -> int:
+    from roboscape_r.reward.proxy_train import TrainProxyArgs, train_proxy_reward
+
+    args = tyro.cli(TrainProxyArgs, args=argv, prog="roboscape train-proxy-reward")
+    result = train_proxy_reward(args.data, args.out, args.train)
+    print(f"proxy reward step {result.step} ({'finished' if result.finished else 'stopped early'}): "
+          f"{result.checkpoint_path}")
+    print("  ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if isinstance(v, float)))
+    return 0
+
+
+def _cmd_reward_check(argv: list[str]) -> int:
+    from roboscape_r.reward.check import RewardCheckConfig, run_reward_check
+    from roboscape_r.reward.check_report import format_reward_check
+
+    config = tyro.cli(RewardCheckConfig, args=argv, prog="roboscape reward-check")
+    result = run_reward_check(config)
+    print(format_reward_check(result))
+    print(f"\nwrote {config.out / 'reward_check.json'}" + (f", {config.out / 'reward_check.png'}" if result["example"] else ""))
+    return 0
+
+
+def _cmd_eval(argv: list[str]) -> int:
+    from roboscape_r.eval.evaluate import RESULTS_NAME, EvalConfig, evaluate
+    from roboscape_r.eval.metrics import format_table
+
+    config = tyro.cli(EvalConfig, args=argv, prog="roboscape eval")
+    results = evaluate(config)
+    print(format_table(results, "task_split") + "\n\n" + format_table(results, "factor"))
+    print(f"\nwrote {config.out / RESULTS_NAME} and {len(results['videos'])} video(s) in {config.out / 'videos'}")
+    return 0
+
+
+def _cmd_train_policy(argv: list[str]) -> int:
+    from roboscape_r.policy.train_args import TrainPolicyArgs, run_train_policy
+
+    args = tyro.cli(TrainPolicyArgs, args=argv, prog="roboscape train-policy")
+    result = run_train_policy(args)
+    state = "finished" if result.finished else "stopped early"
+    print(f"policy ({args.env}) update {result.update}, {result.global_step} env steps ({state}): {result.checkpoint_path}")
+    return 0
+
+
+def _cmd_train_bc(argv: list[str]) -> int:
+    from roboscape_r.policy.bc import train_bc
+    from roboscape_r.policy.train_args import TrainBCArgs
+
+    args = tyro.cli(TrainBCArgs, args=argv, prog="roboscape train-bc")
+    result = train_bc(args.data, args.out, args.train)
+    print(f"bc step {result.step} ({'finished' if result.finished else 'stopped early'}): {result.checkpoint_path}")
+    return 0
+
+
 COMMANDS = {"collect": _cmd_collect, "data": _cmd_data, "train-tokenizer": _cmd_train_tokenizer,
-            "train-wm": _cmd_train_wm, "eval-wm": _cmd_eval_wm}
+            "train-wm": _cmd_train_wm, "eval-wm": _cmd_eval_wm,
+            "train-policy": _cmd_train_policy, "train-bc": _cmd_train_bc, "train-proxy-reward": _cmd_train_proxy_reward,
+            "reward-check": _cmd_reward_check, "eval": _cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> None:
