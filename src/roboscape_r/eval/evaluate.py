@@ -98,7 +98,7 @@ class EpisodeWorker:
 
     def run(self, jobs: list[EpisodeJob], horizon: int) -> list[dict]:
         """Run a lockstep batch of episodes of one env id (see :func:`run_episodes`)."""
-        from roboscape_r.envs.maniskill import make_held_env
+        from roboscape_r.envs.maniskill_slots import make_held_env
 
         env_id = jobs[0].cell.env_id
         if env_id != self.env_id:  # chunks arrive grouped by env id: keep only the current one's envs

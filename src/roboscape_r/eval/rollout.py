@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from roboscape_r.data import scenes as S
+from roboscape_r.envs.maniskill_slots import frame_of
 from roboscape_r.eval.plan import EpisodeJob
 
 if TYPE_CHECKING:  # only for annotations: evaluation relies on the protocol, not the class
@@ -72,12 +73,6 @@ def check_actions(actions: Any, batch_size: int, where: str = "") -> np.ndarray:
         rows = np.flatnonzero(~np.isfinite(array).all(axis=1)).tolist()
         raise PolicyOutputError(f"policy.act returned non-finite actions (NaN or inf) in row(s) {rows}{where}")
     return np.clip(array, -1.0, 1.0)
-
-
-def frame_of(obs: dict) -> np.ndarray:
-    """The RGB frame (H, W, 3) uint8 of the first camera of a single-env ManiSkill observation."""
-    camera = next(iter(obs["sensor_data"].values()))
-    return camera["rgb"][0].cpu().numpy()
 
 
 def horizon_of(env_id: str, max_steps: int | None) -> int:
