@@ -22,6 +22,7 @@ import torch
 from roboscape_r.checkpoint import export_weights
 from roboscape_r.tokenizer import TokenizerTrainConfig, load_tokenizer, train_tokenizer
 from roboscape_r.tokenizer.config import TokenizerConfig
+from roboscape_r.worldmodel.frame_metrics import auroc
 from roboscape_r.worldmodel.config import WMTrainConfig, WorldModelConfig
 from roboscape_r.worldmodel.text_encoder import PrecomputedTextEncoder
 from roboscape_r.worldmodel.train import load_world_model, train_world_model
@@ -82,8 +83,12 @@ def main() -> None:
     parser.add_argument("--heldout-episodes", type=int, default=16, help="held out from the end of a pack")
     parser.add_argument("--wm-txt-seconds", type=float, default=None, help="default: --wm-seconds")
     parser.add_argument("--wm-txt-steps", type=int, default=None, help="default: --wm-steps")
+    parser.add_argument("--select-every", type=int, default=500,
+                        help="world-model checkpoint interval; the best on held-out episodes is exported")
     parser.add_argument("--dropout", type=float, default=0.0, help="world-model dropout")
     parser.add_argument("--tokenizer-channels", type=int, default=128)
+    parser.add_argument("--tokenizer-init", type=Path, default=None,
+                        help="use this trained tokenizer checkpoint instead of training one")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
@@ -110,13 +115,17 @@ def main() -> None:
                                                             max_channels=args.tokenizer_channels),
                                       steps=args.tokenizer_steps, batch_size=args.batch_size, device=args.device,
                                       time_limit_s=args.tokenizer_seconds, ckpt_every=500, log_every=50)
-    result = train_tokenizer(tok_config, train_frames, args.out / "tokenizer")
-    export_weights(result.checkpoint_path, export / "tokenizer.pt", expected_kind="tokenizer")
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
-    tokenizer = load_tokenizer(result.checkpoint_path, map_location=device).eval()
+    if args.tokenizer_init is None:
+        result = train_tokenizer(tok_config, train_frames, args.out / "tokenizer")
+        export_weights(result.checkpoint_path, export / "tokenizer.pt", expected_kind="tokenizer")
+        tokenizer_path, tokenizer_step, finished = result.checkpoint_path, result.step, result.finished
+    else:
+        tokenizer_path, tokenizer_step, finished = args.tokenizer_init, None, None
+    tokenizer = load_tokenizer(tokenizer_path, map_location=device).eval()
     with torch.no_grad():
         recon = torch.cat([tokenizer.decode(tokenizer.encode(c.to(device))).cpu() for c in val_frames.split(512)])
-    report["tokenizer"] = {"step": result.step, "finished": result.finished, "seconds": time.time() - started,
+    report["tokenizer"] = {"path": str(tokenizer_path), "step": tokenizer_step, "finished": finished, "seconds": time.time() - started,
                            "heldout_psnr_db": psnr(recon, val_frames),
                            "heldout_copy_last_frame_psnr_db": psnr(val_frames[1:], val_frames[:-1])}
     print(json.dumps(report["tokenizer"]), flush=True)
@@ -129,41 +138,54 @@ def main() -> None:
         seconds = args.wm_txt_seconds if kind == "txt" and args.wm_txt_seconds else args.wm_seconds
         wm_config = WMTrainConfig(kind=kind, model=WorldModelConfig(cond=kind, dropout=args.dropout), steps=steps,
                                   batch_size=args.batch_size, device=args.device, bf16=args.bf16,
-                                  time_limit_s=seconds, ckpt_every=500, log_every=50)
+                                  time_limit_s=seconds, ckpt_every=args.select_every, keep_last=1000, log_every=50)
         result = train_world_model(wm_config, train_clips, None, args.out / f"wm_{kind}", text_encoder=text_encoder)
-        export_weights(result.checkpoint, export / f"wm_{kind}.pt", expected_kind=f"wm_{kind}")
+        # Model selection on the held-out episodes (not the eval-wm data): the checkpoint with the
+        # best held-out next-token accuracy, since longer training was seen to overfit.
+        curve = {}
+        for ckpt in sorted((args.out / f"wm_{kind}" / "checkpoints").glob("ckpt_*.pt")):
+            curve[ckpt] = heldout_accuracy(ckpt, kind, val_clips, text_encoder, device)
+        best = max(curve, key=lambda c: curve[c]["token_accuracy"]) if curve else result.checkpoint
+        export_weights(best, export / f"wm_{kind}.pt", expected_kind=f"wm_{kind}")
         report[f"wm_{kind}"] = {"step": result.step, "seconds": time.time() - started,
                                 "last_losses": {k: float(v) for k, v in dict(result.last_losses).items()}
                                 if result.last_losses else None,
-                                "heldout": heldout_accuracy(result.checkpoint, kind, val_clips, text_encoder, device)}
+                                "selected": best.name, "heldout_curve": {c.name: v for c, v in curve.items()},
+                                "heldout": heldout_accuracy(best, kind, val_clips, text_encoder, device)}
         print(json.dumps(report[f"wm_{kind}"]), flush=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
     (export / "report.json").write_text(json.dumps(report, indent=2))
 
 
 def heldout_accuracy(ckpt: Path, kind: str, clips: list[dict], text_encoder, device) -> dict:
-    """Teacher-forced next-frame token accuracy on held-out episodes, vs copying the last frame's tokens."""
+    """Teacher-forced next-frame token accuracy and done AUROC over every window of the held-out
+    episodes, beside the accuracy of copying the last frame's tokens."""
     model = load_world_model(ckpt, kind=f"wm_{kind}", map_location=device).eval()
     context = model.config.context_frames
     hits = copies = total = 0
+    done_scores, done_labels = [], []
+    windows = [(clip, start) for clip in clips for start in range(0, len(clip["all_tokens"]) - 1, context)]
     with torch.no_grad():
-        for clip in clips:
-            tokens = clip["all_tokens"][: context + 1].to(device)[None]  # (1, T+1, h, w)
-            if tokens.shape[1] < 2:
-                continue
+        for clip, start in windows:  # every window of every held-out episode
+            tokens = clip["all_tokens"][start : start + context + 1].to(device)[None]  # (1, T+1, h, w)
             T = tokens.shape[1] - 1
             kwargs = {}
             if kind == "act":
-                kwargs["actions"] = torch.as_tensor(clip["actions"][:T], dtype=torch.float32, device=device)[None]
+                kwargs["actions"] = torch.as_tensor(clip["actions"][start : start + T], dtype=torch.float32,
+                                                    device=device)[None]
             else:
                 kwargs["instruction_embeddings"] = text_encoder.encode([clip["instruction"]]).to(device)
             out = model(tokens[:, :T], **kwargs)
             pred = out.next_token_logits.argmax(-1)  # (1, T, h*w)
             target = tokens[:, 1:].flatten(2)
+            done_scores.append(out.done_logits[0].float().cpu().numpy())
+            done_labels.append(np.asarray(clip["success"][start : start + T], dtype=bool))
             hits += int((pred == target).sum())
             copies += int((tokens[:, :T].flatten(2) == target).sum())
             total += target.numel()
-    return {"token_accuracy": hits / max(total, 1), "copy_last_token_accuracy": copies / max(total, 1)}
+    done_auroc = auroc(np.concatenate(done_scores), np.concatenate(done_labels)) if done_scores else None
+    return {"token_accuracy": hits / max(total, 1), "copy_last_token_accuracy": copies / max(total, 1),
+            "done_auroc": done_auroc}
 
 
 if __name__ == "__main__":
