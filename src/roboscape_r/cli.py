@@ -27,9 +27,11 @@ commands:
   eval-wm            score world models on held-out episodes per split (open loop, controllability, done, golden)
   train-policy       PPO inside the world model (--env wm, reward by name) or in ManiSkill (--env sim)
   train-bc           behaviour cloning from expert episodes (a baseline and a PPO warm start)
+  experiment         the paper's comparison for a preset (--preset demo|small|paper), resumable, then the report
   train-proxy-reward train the proxy reward CNN (dense reward + success from a frame) on a dataset
   reward-check       score the rewards along real held-out episodes (progress correlation, success AUROC)
   eval               success rates of a policy in ManiSkill per task, scene, split and OOD factor (+ videos)
+  report RUN_DIR     results report of an experiment folder (RUN_DIR/report/index.html, REPORT.md, figures)
 """
 
 
@@ -203,10 +205,32 @@ def _cmd_train_bc(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_experiment(argv: list[str]) -> int:
+    from roboscape_r.experiment import ExperimentArgs, run_experiment
+
+    args = tyro.cli(ExperimentArgs, args=argv, prog="roboscape experiment")
+    out = run_experiment(args)
+    print(f"experiment folder: {out}")
+    return 0
+
+
+def _cmd_report(argv: list[str]) -> int:
+    from roboscape_r.report import ReportConfig, build_report
+
+    config = tyro.cli(ReportConfig, args=argv, prog="roboscape report")
+    result = build_report(config)
+    print(f"wrote {result.html}, {result.markdown} and {len(result.figures)} figure(s)")
+    if result.missing:
+        print(f"{len(result.missing)} missing piece(s), listed in the report:")
+        for line in result.missing:
+            print(f"  {line}")
+    return 0
+
+
 COMMANDS = {"collect": _cmd_collect, "data": _cmd_data, "train-tokenizer": _cmd_train_tokenizer,
             "train-wm": _cmd_train_wm, "eval-wm": _cmd_eval_wm,
-            "train-policy": _cmd_train_policy, "train-bc": _cmd_train_bc, "train-proxy-reward": _cmd_train_proxy_reward,
-            "reward-check": _cmd_reward_check, "eval": _cmd_eval}
+            "train-policy": _cmd_train_policy, "experiment": _cmd_experiment, "train-bc": _cmd_train_bc, "train-proxy-reward": _cmd_train_proxy_reward,
+            "reward-check": _cmd_reward_check, "eval": _cmd_eval, "report": _cmd_report}
 
 
 def main(argv: list[str] | None = None) -> None:

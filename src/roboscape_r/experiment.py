@@ -1,0 +1,255 @@
+"""`roboscape experiment --preset small|paper|demo`: the paper's comparison end to end, resumably.
+
+For every seed: behaviour cloning (BC) on expert demos; PPO inside the world model with each
+world-model reward (general = ours, embedding, proxy), warm-started from that seed's BC policy
+when the preset says so; PPO in ManiSkill with the simulator's dense reward (the physics
+baseline). Every PPO method gets the same env-step budget. Every policy is then evaluated with
+the one protocol of `roboscape eval`, in-domain and out-of-domain. The reward-validity check and
+the world-model quality table join them, and `roboscape report` turns the folder into a report.
+
+Layout (what `roboscape report` reads):
+
+    RUN_DIR/experiment.json                 preset, git revision, date, stage times
+    RUN_DIR/cells/<method>/seed<k>/cell.json    status, wall times, env steps, error if failed
+    RUN_DIR/cells/<method>/seed<k>/train/   policy run folder (metrics.jsonl, env.json, checkpoints/)
+    RUN_DIR/cells/<method>/seed<k>/eval/    results.json, videos, frame strips
+    RUN_DIR/reward_check/, RUN_DIR/wm_eval/metrics.json
+
+A cell whose cell.json says "done" is skipped on the next run; an interrupted cell resumes from
+its checkpoints (PPO and BC resume exactly); a failed cell records its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from roboscape_r.atomic import atomic_write_json
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiment"
+WORLD_MODEL_METHODS = ("general", "embedding", "proxy")
+METHODS = (*WORLD_MODEL_METHODS, "sim", "bc")
+
+
+@dataclass(frozen=True)
+class ExperimentArgs:
+    """Run the paper's comparison for a preset (resumes: finished cells are skipped)."""
+
+    preset: str = "small"
+    """Preset name (configs/experiment/<name>.yaml) or a path to a preset YAML file."""
+    out: Path | None = None
+    """Run folder; default runs/experiment-<preset>."""
+    only: tuple[str, ...] = ()
+    """Run only these methods (default: the preset's)."""
+    report: bool = True
+    """Write the report at the end (`roboscape report RUN_DIR`)."""
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """Read a preset YAML; unknown names list the presets there are."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise ValueError(f"unknown preset {name_or_path!r}; presets: {', '.join(known)} (or a path to a YAML file)")
+    preset = yaml.safe_load(path.read_text())
+    unknown = [m for m in preset.get("methods", []) if m not in METHODS]
+    if unknown:
+        raise ValueError(f"preset {path} names unknown methods {unknown}; valid: {', '.join(METHODS)}")
+    for key in ("name", "tasks", "seeds", "methods", "env_steps_per_policy", "checkpoints", "data", "eval"):
+        if key not in preset:
+            raise ValueError(f"preset {path} lacks the key {key!r}")
+    return preset
+
+
+def _override(cls, values: dict[str, Any] | None, base=None):
+    """Dataclass `cls` (or `base`) with fields replaced from a preset mapping; unknown keys fail."""
+    values = dict(values or {})
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} option(s) {unknown} in the preset; valid: {', '.join(sorted(names))}")
+    for key, value in values.items():
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    return replace(base if base is not None else cls(), **values)
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=PRESET_DIR).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Experiment:
+    """One run folder for one preset; `run()` does every unfinished cell in order."""
+
+    def __init__(self, preset: dict[str, Any], out: Path, only: tuple[str, ...] = ()) -> None:
+        self.preset = preset
+        self.out = Path(out)
+        self.methods = [m for m in preset["methods"] if not only or m in only]
+        if only and not self.methods:
+            raise ValueError(f"--only {list(only)} selects none of the preset's methods {preset['methods']}")
+        self.seeds = list(preset["seeds"])
+        self.tasks = tuple(preset["tasks"])
+
+    # ---------------------------------------------------------------- bookkeeping
+    def cell_dir(self, method: str, seed: int) -> Path:
+        return self.out / "cells" / method / f"seed{seed}"
+
+    def _status(self, method: str, seed: int) -> dict[str, Any]:
+        path = self.cell_dir(method, seed) / "cell.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _write_status(self, method: str, seed: int, **values: Any) -> None:
+        cell = self.cell_dir(method, seed)
+        cell.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cell / "cell.json", {**self._status(method, seed), "method": method, "seed": seed, **values})
+
+    def _write_experiment(self, stage_times: dict[str, float]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "experiment.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        atomic_write_json(path, {
+            "preset": self.preset["name"], "config": self.preset, "git_revision": git_revision(),
+            "date": previous.get("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")),
+            "last_update": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "tasks": list(self.tasks), "methods": self.methods, "seeds": self.seeds,
+            "env_steps_per_policy": self.preset["env_steps_per_policy"],
+            "stage_wall_s": {**previous.get("stage_wall_s", {}), **stage_times}})
+
+    # ---------------------------------------------------------------- stages
+    def run(self) -> None:
+        """BC first (PPO may start from it), then the PPO methods, then evaluation of each cell,
+        then the reward check and the world-model table."""
+        self._write_experiment({})
+        order = [m for m in ("bc", *WORLD_MODEL_METHODS, "sim") if m in self.methods]
+        for method in order:
+            for seed in self.seeds:
+                self._run_cell(method, seed)
+        for name, stage in (("reward_check", self._reward_check), ("wm_eval", self._wm_eval)):
+            if self.preset.get(name) is None:
+                continue
+            started = time.time()
+            try:
+                stage()
+            except Exception as err:  # noqa: BLE001  (the report lists the failure; the run goes on)
+                atomic_write_json(self.out / name / "error.json", {"error": repr(err), "traceback": traceback.format_exc()})
+                print(f"[experiment] {name} failed: {err!r} (see {self.out / name / 'error.json'})")
+            self._write_experiment({name: time.time() - started})
+
+    def _run_cell(self, method: str, seed: int) -> None:
+        status = self._status(method, seed)
+        if status.get("status") == "done":
+            print(f"[experiment] {method} seed {seed}: done, skipped")
+            return
+        cell = self.cell_dir(method, seed)
+        print(f"[experiment] {method} seed {seed}: training in {cell / 'train'}", flush=True)
+        try:
+            started = time.time()
+            env_steps = self._train(method, seed, cell / "train")
+            train_s = status.get("train_wall_s", 0.0) + time.time() - started
+            self._write_status(method, seed, status="trained", trained=True, train_wall_s=train_s, env_steps=env_steps)
+            started = time.time()
+            self._evaluate(cell / "train", seed, cell / "eval")
+            self._write_status(method, seed, status="done", eval_wall_s=time.time() - started, error=None)
+        except Exception as err:  # noqa: BLE001  (recorded; other cells still run)
+            self._write_status(method, seed, status="failed", error=repr(err), traceback=traceback.format_exc())
+            print(f"[experiment] {method} seed {seed} FAILED: {err!r}")
+
+    def _train(self, method: str, seed: int, out: Path) -> int:
+        from roboscape_r.policy.config import BCConfig, PPOConfig
+
+        ckpts = self.preset["checkpoints"]
+        if method == "bc":
+            from roboscape_r.policy.bc import train_bc
+
+            config = _override(BCConfig, self.preset.get("bc"), BCConfig(seed=seed, tasks=self.tasks))
+            train_bc(self.preset["data"]["train"], out, config)
+            return 0
+        from roboscape_r.envs.world_model import WorldModelEnvConfig
+        from roboscape_r.policy.train_args import SimEnvArgs, TrainPolicyArgs, run_train_policy
+
+        ppo = _override(PPOConfig, self.preset.get("ppo"),
+                        PPOConfig(seed=seed, total_timesteps=int(self.preset["env_steps_per_policy"])))
+        bc_init = None
+        if self.preset.get("bc_warm_start") and "bc" in self.methods:
+            bc_dir = self.cell_dir("bc", seed) / "train"
+            if not self._status("bc", seed).get("trained"):
+                raise RuntimeError(f"BC warm start wanted but the BC cell of seed {seed} did not finish ({bc_dir})")
+            bc_init = bc_dir
+        if method == "sim":
+            sim = _override(SimEnvArgs, self.preset.get("sim_env"), SimEnvArgs(tasks=self.tasks))
+            args = TrainPolicyArgs(out=out, env="sim", sim=sim, ppo=ppo, bc_init=bc_init)
+        else:
+            reward_kwargs = {"checkpoint": str(ckpts["proxy"])} if method == "proxy" else {}
+            wm = _override(WorldModelEnvConfig, self.preset.get("wm_env"), WorldModelEnvConfig(
+                tokenizer_path=Path(ckpts["tokenizer"]), wm_act_path=Path(ckpts["wm_act"]),
+                wm_txt_path=Path(ckpts["wm_txt"]), dataset=Path(self.preset["data"]["train"]), tasks=self.tasks,
+                reward=method, reward_kwargs=reward_kwargs))
+            args = TrainPolicyArgs(out=out, env="wm", wm=wm, ppo=ppo, bc_init=bc_init)
+        result = run_train_policy(args)
+        if not result.finished:
+            raise RuntimeError(f"PPO stopped at {result.global_step} env steps before its budget (time limit?)")
+        return int(result.global_step)
+
+    def _evaluate(self, policy_dir: Path, seed: int, out: Path) -> None:
+        from roboscape_r.eval.evaluate import EvalConfig, evaluate
+
+        scenes = tuple(self.preset.get("eval_scenes", ("in-domain", "ood")))
+        config = _override(EvalConfig, self.preset["eval"], EvalConfig(
+            policy=policy_dir, tasks=self.tasks, scenes=scenes, seed=seed, out=out))
+        evaluate(config)
+
+    def _reward_check(self) -> None:
+        from roboscape_r.reward.check import RewardCheckConfig, run_reward_check
+
+        ckpts = self.preset["checkpoints"]
+        config = _override(RewardCheckConfig, self.preset["reward_check"], RewardCheckConfig(
+            data=Path(self.preset["data"]["heldout"]), tokenizer=Path(ckpts["tokenizer"]),
+            wm_act=Path(ckpts["wm_act"]), wm_txt=Path(ckpts["wm_txt"]), proxy=Path(ckpts["proxy"]),
+            train_data=Path(self.preset["data"]["train"]), out=self.out / "reward_check"))
+        if (config.out / "metrics.json").is_file():
+            return
+        run_reward_check(config)
+
+    def _wm_eval(self) -> None:
+        """The world-model table: copied from a shipped eval-wm result, or computed here."""
+        spec = self.preset["wm_eval"]
+        target = self.out / "wm_eval" / "metrics.json"
+        if target.is_file():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if "copy_from" in spec:
+            shutil.copyfile(spec["copy_from"], target)
+            return
+        from roboscape_r.worldmodel.evaluate import EvalWMConfig, run_evaluation
+
+        ckpts = self.preset["checkpoints"]
+        run_evaluation(_override(EvalWMConfig, spec, EvalWMConfig(
+            data=Path(self.preset["data"]["heldout"]), tokenizer=Path(ckpts["tokenizer"]),
+            wm_act=Path(ckpts["wm_act"]), wm_txt=Path(ckpts["wm_txt"]), out=target.parent)))
+
+
+def run_experiment(args: ExperimentArgs) -> Path:
+    """Run (or resume) an experiment; returns its folder."""
+    preset = load_preset(args.preset)
+    out = args.out or Path("runs") / f"experiment-{preset['name']}"
+    Experiment(preset, out, args.only).run()
+    if args.report:
+        from roboscape_r.report import build_report
+
+        print(f"[experiment] report: {build_report(out)}")
+    return out
