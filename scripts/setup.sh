@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine (run as root): Mesa lavapipe from
 # bookworm-backports (SAPIEN needs VK_KHR_external_semaphore_fd, which Debian 12's own
-# Mesa lacks), a venv in .venv, and the package with its test extras. A second run only
-# checks stamps and finishes in seconds.
+# Mesa lacks), headless Chromium (report test), a venv in .venv, and the package with its
+# test extras. A second run only checks stamps and finishes in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -23,7 +23,14 @@ if [ ! -f "$LVP_ICD" ] || ! dpkg -s libvulkan1 >/dev/null 2>&1; then
         mesa-vulkan-drivers libvulkan1
 fi
 
-# 2. Python environment.
+# 2. Headless Chromium: the report test renders index.html and checks that every figure loads.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "[setup] installing chromium (headless check of the HTML report)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium
+fi
+
+# 3. Python environment.
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating $VENV"
     python3 -m venv "$VENV"

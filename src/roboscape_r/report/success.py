@@ -1,0 +1,165 @@
+"""Success rates of the evaluated methods, pooled over seeds and per seed, and the general
+reward's relative OOD improvement over each baseline.
+
+Pooling: the episodes of every seed of a method are put in one group and summarised with
+:func:`roboscape_r.eval.metrics.summarize` (rate and 95% Wilson interval). The interval treats
+the pooled episodes as independent draws, so it leaves out the variation between training seeds;
+the per-seed spread (mean and sample standard deviation of the per-seed rates) shows that part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from roboscape_r.eval.metrics import group_by, summarize
+from roboscape_r.report.run_folder import OURS, RunData
+
+METRICS = ("success_once", "success_at_end")
+ALL_TASKS = "all tasks"
+"""The task label of rows pooled over tasks."""
+
+
+def split_order(splits: set[str]) -> list[str]:
+    """in-domain, ood, then any other split (e.g. user-registered scenes) sorted."""
+    known = [s for s in ("in-domain", "ood") if s in splits]
+    return known + sorted(splits - set(known))
+
+
+def pooled_rows(run: RunData) -> list[dict]:
+    """Per method, task (and "all tasks") and split: summarize() of the episodes of all seeds.
+
+    Returns:
+        Rows ``{method, task, split, seeds, **summarize(group)}``, where ``seeds`` is the number of
+        seeds that contributed episodes; methods in run order, then tasks, then splits.
+    """
+    rows = []
+    for method in run.methods:
+        episodes = run.episodes_of(method)
+        if not episodes:
+            continue
+        for split in split_order({e["split"] for e in episodes}):
+            in_split = [e for e in episodes if e["split"] == split]
+            tasks = group_by(in_split, ("task",))
+            groups = [(task, group) for (task,), group in tasks.items()]
+            if len(tasks) > 1:
+                groups.append((ALL_TASKS, in_split))
+            for task, group in groups:
+                rows.append({"method": method, "task": task, "split": split,
+                             "seeds": len({e["train_seed"] for e in group}), **summarize(group)})
+    return rows
+
+
+def per_seed_spread(run: RunData) -> list[dict]:
+    """Per method, task (and "all tasks") and split: the mean and sample standard deviation over
+    seeds of each seed's own success rates.
+
+    Returns:
+        Rows ``{method, task, split, seeds, success_once: {mean, std}, success_at_end: {...}}``;
+        ``std`` is None with a single seed.
+    """
+    rows = []
+    for pooled in pooled_rows(run):
+        per_seed: dict[int, list[dict]] = {}
+        for episode in run.episodes_of(pooled["method"]):
+            if episode["split"] == pooled["split"] and pooled["task"] in (ALL_TASKS, episode["task"]):
+                per_seed.setdefault(episode["train_seed"], []).append(episode)
+        row = {key: pooled[key] for key in ("method", "task", "split")}
+        row["seeds"] = len(per_seed)
+        for metric in METRICS:
+            rates = np.array([np.mean([bool(e[metric]) for e in group]) for group in per_seed.values()])
+            row[metric] = {"mean": float(rates.mean()),
+                           "std": float(rates.std(ddof=1)) if len(rates) > 1 else None}
+        rows.append(row)
+    return rows
+
+
+def factor_rows(run: RunData) -> list[dict]:
+    """Per method and OOD factor: summarize() of the OOD episodes of all tasks and seeds.
+
+    Returns:
+        Rows ``{method, factor, tasks, seeds, **summarize(group)}``, factors in first-seen order.
+    """
+    rows = []
+    for method in run.methods:
+        ood = [e for e in run.episodes_of(method) if e["split"] == "ood"]
+        for (factor,), group in group_by(ood, ("factor",)).items():
+            rows.append({"method": method, "factor": factor, "tasks": sorted({e["task"] for e in group}),
+                         "seeds": len({e["train_seed"] for e in group}), **summarize(group)})
+    return rows
+
+
+@dataclass(frozen=True)
+class Improvement:
+    """The general reward against one baseline on OOD success_once (see :func:`ood_improvement`)."""
+
+    baseline: str
+    tasks: tuple[str, ...]
+    """Tasks both methods were evaluated on in OOD scenes (the average runs over these)."""
+    ours_rate: float
+    """Mean over `tasks` of our pooled OOD success_once rate (0..1)."""
+    baseline_rate: float
+    absolute_points: float
+    """100 * (ours_rate - baseline_rate): percentage points."""
+    relative_percent: float | None
+    """100 * (ours_rate - baseline_rate) / baseline_rate; None when baseline_rate is 0."""
+
+
+IMPROVEMENT_DEFINITION = (
+    "For a method m and task t, SR(m, t) is the pooled OOD success_once rate: successful episodes over all "
+    "episodes of t in every OOD scene and every seed of m. For a baseline b, T is the set of tasks evaluated "
+    "in OOD scenes for both general and b, and SR(m) = mean over t in T of SR(m, t). Absolute improvement = "
+    "100 * (SR(general) - SR(b)) percentage points; relative improvement = 100 * (SR(general) - SR(b)) / SR(b) "
+    "percent, n/a when SR(b) = 0. The averages are the mean absolute improvement over all baselines and the mean "
+    "relative improvement over the baselines where it is defined."
+)
+
+
+def ood_rates_by_task(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """{method: {task: pooled OOD success_once rate}} from :func:`pooled_rows` output."""
+    rates: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row["split"] == "ood" and row["task"] != ALL_TASKS:
+            rates.setdefault(row["method"], {})[row["task"]] = row["success_once"]["rate"]
+    return rates
+
+
+def ood_improvement(rates: dict[str, dict[str, float]], ours: str = OURS) -> tuple[list[Improvement], dict]:
+    """Our OOD improvement over every other method with OOD results (see IMPROVEMENT_DEFINITION).
+
+    Args:
+        rates: {method: {task: OOD success_once rate in [0, 1]}}.
+        ours: the method compared against the others.
+
+    Returns:
+        (one Improvement per baseline in `rates` order, averages ``{"absolute_points": float | None,
+        "relative_percent": float | None, "relative_defined": int, "baselines": int}``). Empty list and
+        None averages when `ours` has no OOD results.
+
+    Raises:
+        ValueError: a rate outside [0, 1].
+    """
+    for method, per_task in rates.items():
+        for task, rate in per_task.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"OOD success rate of {method} on {task} is {rate}; rates must be in [0, 1]")
+    improvements = []
+    for baseline, per_task in rates.items():
+        if baseline == ours or ours not in rates:
+            continue
+        tasks = tuple(t for t in rates[ours] if t in per_task)
+        if not tasks:
+            continue
+        ours_rate = float(np.mean([rates[ours][t] for t in tasks]))
+        base_rate = float(np.mean([per_task[t] for t in tasks]))
+        relative = None if base_rate == 0 else 100.0 * (ours_rate - base_rate) / base_rate
+        improvements.append(Improvement(baseline, tasks, ours_rate, base_rate, 100.0 * (ours_rate - base_rate),
+                                        relative))
+    defined = [i.relative_percent for i in improvements if i.relative_percent is not None]
+    averages = {
+        "absolute_points": float(np.mean([i.absolute_points for i in improvements])) if improvements else None,
+        "relative_percent": float(np.mean(defined)) if defined else None,
+        "relative_defined": len(defined), "baselines": len(improvements),
+    }
+    return improvements, averages

@@ -1,0 +1,289 @@
+"""`roboscape report`: tables and figures from a synthetic run folder, the HTML rendered in headless
+Chromium, missing pieces, the improvement arithmetic by hand, and bad input."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from roboscape_r.eval.metrics import wilson_interval
+from roboscape_r.report import ReportConfig, build_report, load_run
+from roboscape_r.report.curves import method_curve, training_curve
+from roboscape_r.report.document import Table, to_markdown
+from roboscape_r.report.model_sections import reward_rank
+from roboscape_r.report.strips import choose_strips
+from roboscape_r.report.success import ood_improvement
+from tests.report.fake_run import real_ppo_template, write_fake_run
+
+ROBOSCAPE = [sys.executable, "-m", "roboscape_r.cli"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def md_table(markdown: str, caption: str) -> list[dict[str, str]]:
+    """The rows of the Markdown table under the caption line starting with `caption`."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"*{caption}"))
+    header = [c.strip() for c in lines[start + 2].strip("|").split(" | ")]
+    rows = []
+    for line in lines[start + 4:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip().strip("|").split(" | ")))))
+    return rows
+
+
+def row_of(rows: list[dict], **match: str) -> dict:
+    found = [r for r in rows if all(r[k] == v for k, v in match.items())]
+    assert len(found) == 1, (match, rows)
+    return found[0]
+
+
+def ci(successes: int, trials: int) -> str:
+    low, high = wilson_interval(successes, trials)
+    return f"{successes / trials:.2f} [{low:.2f}, {high:.2f}] (n={trials})"
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    return real_ppo_template(tmp_path_factory.mktemp("ppo") / "run")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, ppo_run):
+    """The synthetic run, reported through the CLI: (run dir, markdown, html, CLI output)."""
+    run = write_fake_run(tmp_path_factory.mktemp("report") / "run", ppo_run[0])
+    done = subprocess.run(ROBOSCAPE + ["report", str(run)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return run, (run / "report" / "REPORT.md").read_text(), (run / "report" / "index.html").read_text(), done.stdout
+
+
+def test_cli_writes_the_report_and_lists_missing_pieces(report):
+    run, markdown, page, stdout = report
+    figures = sorted(p.name for p in (run / "report" / "figures").iterdir())
+    assert figures == ["fig2_success_vs_env_steps.png", "fig3_reward_check.png", "fig4_strips_in_domain.png",
+                       "fig5_strips_ood.png"]
+    assert "4 missing piece(s)" in stdout
+    for line in ("cell proxy/seed1: not run", "cell proxy/seed0: status failed (NonFiniteError: reward was NaN)",
+                 "cell embedding/seed1 evaluation: results.json not found"):
+        assert line in stdout and line in markdown
+
+
+def test_header_names_preset_revision_and_perceptual_distance(report):
+    _, markdown, _, _ = report
+    assert markdown.startswith("# RoboScape-R experiment report: preset demo")
+    assert "| git revision | 0123abc |" in markdown and "| date | 2025-01-02T03:04:05 |" in markdown
+    assert "| perceptual distance of the general reward | tokenizer-features-lpips |" in markdown
+    assert "| ppo.total_timesteps | 640 |" in markdown
+    methods = md_table(markdown, "Methods")
+    assert [r["method"] for r in methods] == ["general (ours)", "embedding", "proxy", "sim", "bc", "custom"]
+    assert row_of(methods, method="proxy")["cells done"] == "0/2"
+
+
+def test_success_tables_pool_seeds_with_wilson_intervals(report):
+    run, markdown, _, _ = report
+    once = md_table(markdown, "success_once, pooled over seeds")
+    # general OOD PickCube: 3 of 5 in each of the two seeds
+    assert row_of(once, task="PickCube", split="ood")["general"] == ci(6, 10)
+    assert row_of(once, task="all tasks", split="ood")["sim"] == ci(6, 20)
+    assert row_of(once, task="PushCube", split="in-domain")["custom"] == ci(0, 5)
+    assert row_of(once, task="PickCube", split="ood")["custom"] == "-"
+    assert row_of(once, task="PickCube", split="ood")["embedding"] == ci(2, 5)  # only seed 0 was evaluated
+    assert "proxy" not in once[0]  # no results at all
+    # success_at_end, counted here straight from the records of both seeds' results.json
+    records = [e for seed in (0, 1) for e in json.loads(
+        (run / "cells" / "general" / f"seed{seed}" / "eval" / "results.json").read_text())["episodes"]]
+    ood_end = sum(e["success_at_end"] for e in records if e["split"] == "ood")
+    at_end = md_table(markdown, "success_at_end, pooled over seeds")
+    assert row_of(at_end, task="all tasks", split="ood")["general"] == ci(ood_end, 20)
+    # per-seed spread: general PickCube in-domain 4/5 and 5/5 -> 0.90 ± 0.14 (sample std)
+    spread = md_table(markdown, "Per-seed spread")
+    assert row_of(spread, task="PickCube", split="in-domain")["general"].startswith("0.90 ± 0.14 / ")
+    assert row_of(spread, task="PickCube", split="ood")["embedding"].endswith("(1 seed)")
+    # per factor: general colour 3+3 (PickCube) + 2+2 (PushCube) of 12, lighting 0 of 8
+    factors = md_table(markdown, "success_once per OOD factor")
+    assert row_of(factors, factor="object_color")["general"] == ci(10, 12)
+    assert row_of(factors, factor="lighting")["general"] == ci(0, 8)
+    assert "Pooled over seeds" in markdown
+
+
+def test_ood_improvement_table_and_paper_headline(report):
+    _, markdown, _, _ = report
+    rows = md_table(markdown, "OOD success_once of general vs each baseline")
+    assert row_of(rows, baseline="sim")["absolute"] == "+20.0 pts"
+    assert row_of(rows, baseline="sim")["relative"] == "+66.7%"
+    assert row_of(rows, baseline="bc")["relative"] == "n/a" and row_of(rows, baseline="bc")["absolute"] == "+50.0 pts"
+    assert row_of(rows, baseline="embedding")["relative"] == "+0.0%"
+    average = row_of(rows, baseline="average over baselines")
+    assert average["absolute"] == "+23.3 pts" and average["relative"] == "+33.3% (over 2 of 3 baselines)"
+    assert "+37.5%" in markdown and "n/a when SR(b) = 0" in markdown
+
+
+def test_improvement_arithmetic_by_hand():
+    rates = {"general": {"A": 0.6, "B": 0.2}, "sim": {"A": 0.3, "B": 0.1}, "bc": {"A": 0.0}, "other": {"C": 0.5}}
+    improvements, averages = ood_improvement(rates)
+    by_name = {i.baseline: i for i in improvements}
+    assert set(by_name) == {"sim", "bc"}  # "other" shares no task with general
+    sim = by_name["sim"]  # general (0.6 + 0.2) / 2 = 0.4 vs (0.3 + 0.1) / 2 = 0.2
+    assert sim.tasks == ("A", "B")
+    assert sim.ours_rate == pytest.approx(0.4) and sim.baseline_rate == pytest.approx(0.2)
+    assert sim.absolute_points == pytest.approx(20.0) and sim.relative_percent == pytest.approx(100.0)
+    bc = by_name["bc"]  # only task A in common: 0.6 vs 0.0
+    assert bc.absolute_points == pytest.approx(60.0) and bc.relative_percent is None
+    assert averages == {"absolute_points": pytest.approx(40.0), "relative_percent": pytest.approx(100.0),
+                        "relative_defined": 1, "baselines": 2}
+    assert ood_improvement({"sim": {"A": 0.5}}) == ([], {"absolute_points": None, "relative_percent": None,
+                                                       "relative_defined": 0, "baselines": 0})
+    with pytest.raises(ValueError, match="rates must be in"):
+        ood_improvement({"general": {"A": 1.5}})
+
+
+def test_reward_check_and_world_model_tables(report):
+    run, markdown, _, _ = report
+    check = md_table(markdown, "Reward check")
+    assert [r["split"] for r in check] == ["in-domain", "ood/object_color", "ood/lighting", "ood", "all"]
+    assert list(check[0])[2:] == ["general (ours)", "embedding", "sim"]
+    assert "progress correlation: rank 1 of 3 (1 of 2 without" in markdown
+    assert "proxy: skipped (--proxy not given)" in markdown
+    metrics = json.loads((run / "wm_eval" / "metrics.json").read_text())["splits"]["in-domain"]
+    gap = metrics["controllability"]
+    control = md_table(markdown, "Action controllability")
+    assert row_of(control, split="in-domain")["action gap @ 8 (dB) [95% CI]"] == (
+        f"{gap['psnr_gap']:.2f} [{gap['psnr_gap_ci95'][0]:.2f}, {gap['psnr_gap_ci95'][1]:.2f}]")
+    assert row_of(control, split="in-domain")["done AUROC"] == f"{metrics['done']['auroc']:.3f}"
+    psnr = md_table(markdown, "Full-frame PSNR")
+    h8 = metrics["open_loop"]["8"]
+    assert row_of(psnr, split="in-domain")["PSNR @ 8 steps"] == " / ".join(
+        f"{h8[ref]['psnr']:.1f}" for ref in ("model", "copy_last", "tokenizer_recon"))
+
+
+def test_compute_table_totals(report):
+    _, markdown, _, _ = report
+    totals = row_of(md_table(markdown, "Totals over seeds"), method="all methods")
+    # 10 cells (proxy seed 1 never ran) with 100 s (+1 s for the 4 of seed 1) of training; 8 PPO cells
+    # with 640 env steps each (BC has none)
+    assert totals["train wall"] == f"{(10 * 100 + 4) / 60:.1f} min"
+    assert totals["env steps"] == "5,120"
+    assert row_of(md_table(markdown, "Per cell"), method="proxy", seed="1")["status"] == "not run"
+
+
+def test_html_carries_the_same_tables_and_is_self_contained(report):
+    _, markdown, page, _ = report
+    for caption in ("success_once, pooled over seeds", "Per-seed spread", "success_once per OOD factor",
+                    "OOD success_once of general vs each baseline", "Reward check", "Full-frame PSNR",
+                    "Action controllability", "Totals over seeds"):
+        assert html.escape(caption) in page
+    assert html.escape(ci(6, 10)) in page and "+66.7%" in page
+    assert page.count("<table>") == markdown.count("\n|---|") and page.count("<img ") == 4
+    assert not re.search(r"""(src|href)=["']?(https?:|//|/)""", page) and "<link" not in page and "<script" not in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a chromium binary (scripts/setup.sh installs Debian's chromium)")
+def test_every_image_loads_in_headless_chromium(report, tmp_path):
+    run, _, page, _ = report
+    report_dir = run / "report"
+    # A copy of the page beside it (same relative paths) that records every image's naturalWidth on
+    # load, plus one deliberately broken image to show that the check can fail.
+    probe = ('<img src="figures/not-there.png" id="broken-control">\n<script>window.addEventListener("load", () => {'
+             'const out = document.createElement("pre"); out.id = "image-widths";'
+             'out.textContent = JSON.stringify([...document.images].map(i => [i.getAttribute("src"), i.naturalWidth]));'
+             'document.body.appendChild(out);});</script>\n</body>')
+    check_page = report_dir / "_image_check.html"
+    check_page.write_text(page.replace("</body>", probe))
+    try:
+        done = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", f"--user-data-dir={tmp_path}",
+                               "--virtual-time-budget=10000", "--dump-dom", check_page.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        check_page.unlink()
+    match = re.search(r'<pre id="image-widths">(.*?)</pre>', done.stdout, re.S)
+    assert match, f"no image report in chromium's DOM dump: {done.stdout[-500:]} {done.stderr[-500:]}"
+    widths = dict(json.loads(html.unescape(match.group(1))))
+    assert widths.pop("figures/not-there.png") == 0
+    assert len(widths) == 4 and all(width > 0 for width in widths.values()), widths
+
+
+def test_missing_pieces_are_listed_not_fatal(tmp_path, report):
+    run = Path(shutil.copytree(report[0], tmp_path / "run"))
+    shutil.rmtree(run / "reward_check")
+    shutil.rmtree(run / "wm_eval")
+    (run / "reward_check").mkdir()
+    (run / "reward_check" / "error.json").write_text(json.dumps({"error": "CheckpointError('--wm-txt: corrupt')"}))
+    (run / "cells" / "sim" / "seed1" / "eval" / "results.json").write_text("{not json")
+    with open(run / "cells" / "sim" / "seed0" / "train" / "metrics.jsonl", "a") as handle:
+        handle.write('{"update": 11, "global_st')  # a line cut off by a crash
+    for strip in (run / "cells" / "general" / "seed0" / "eval" / "videos").glob("*_strip.png"):
+        strip.unlink()
+    result = build_report(ReportConfig(run, out=tmp_path / "out", smooth_updates=1))
+    markdown = result.markdown.read_text()
+    assert result.html.parent == tmp_path / "out"
+    assert any("sim/seed1 evaluation: results.json is unreadable" in line for line in result.missing)
+    assert "cell sim/seed0: 1 unreadable line(s) in train/metrics.jsonl were skipped" in result.missing
+    assert "reward check: failed (CheckpointError('--wm-txt: corrupt')); see reward_check/error.json" in markdown
+    assert "world-model evaluation: metrics.json not found" in markdown
+    assert "Not available: the run folder has no wm_eval/metrics.json" in markdown
+    once = md_table(markdown, "success_once, pooled over seeds")
+    assert row_of(once, task="PickCube", split="ood")["sim"] == ci(2, 5)  # seed 0 only
+    # general's seed 0 lost its strips: the figure falls back to seed 1's first OOD episode
+    general = next(e for e in choose_strips(load_run(run), "ood") if e.method == "general")
+    assert (general.seed, general.task, general.scene, general.episode_index) == (1, "PickCube", "ood-color-purple", 0)
+
+
+def test_an_empty_run_folder_still_gives_a_report(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "experiment.json").write_text(json.dumps({"preset": "small", "methods": ["general", "sim"], "seeds": [0]}))
+    result = build_report(run)
+    markdown = result.markdown.read_text()
+    assert result.figures == []
+    for text in ("cell general/seed0: not run", "cell sim/seed0: not run", "No evaluation results yet",
+                 "Relative OOD improvement", "Not available: the general method", "+37.5%",
+                 "Nothing to plot yet", "No in-domain frame strips", "reward check: reward_check.json not found"):
+        assert text in markdown, text
+    assert "<img " not in result.html.read_text()
+
+
+def test_training_curve_reads_real_ppo_metrics(ppo_run):
+    _, rows = ppo_run
+    steps, success = training_curve(rows)
+    expected = [(r["global_step"], r["success_once"]) for r in rows if r["success_once"] is not None]
+    assert len(expected) >= 3 and list(zip(steps, success)) == pytest.approx(expected)
+    # trailing mean over 2 rows with values; rows without finished episodes are skipped
+    smooth = training_curve([{"global_step": 1, "success_once": 0.0}, {"global_step": 2, "success_once": None},
+                             {"global_step": 3, "success_once": 1.0}, {"global_step": 4, "success_once": 0.0}], 2)
+    assert smooth[0].tolist() == [1, 3, 4] and smooth[1].tolist() == pytest.approx([0.0, 0.5, 0.5])
+    curve = method_curve("m", [(steps[:0], success[:0]), (smooth[0], smooth[1]),
+                               (smooth[0] * 0 + [1, 2, 4], smooth[0] * 0 + [1.0, 1.0, 1.0])])
+    assert curve.seeds == 2 and curve.steps.tolist() == [1, 2, 3, 4]
+    assert curve.mean.tolist() == pytest.approx([0.5, 0.625, 0.75, 0.75])  # seed A interpolated at step 2
+    with pytest.raises(ValueError, match="smooth_updates must be >= 1"):
+        training_curve(rows, 0)
+
+
+def test_reward_rank_by_hand():
+    rewards = {n: {"status": "ok"} for n in ("sim", "general", "embedding")}
+    check = {"rewards": {**rewards, "proxy": {"status": "skipped"}},
+             "splits": {"ood": {"sim": {"auroc_mean_return": 0.9}, "general": {"auroc_mean_return": 0.7},
+                                "embedding": {"auroc_mean_return": 0.7}, "proxy": {"auroc_mean_return": 0.99}}}}
+    assert reward_rank(check, "ood", "auroc_mean_return") == (2, 3)  # tie with embedding shares rank 2
+    assert reward_rank(check, "ood", "auroc_mean_return", exclude=("sim",)) == (1, 2)
+    assert reward_rank(check, "ood", "spearman_progress") is None
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="--smooth-updates must be an int >= 1, got 0"):
+        ReportConfig(tmp_path, smooth_updates=0)
+    with pytest.raises(ValueError, match="does not exist"):
+        build_report(tmp_path / "nowhere")
+    done = subprocess.run(ROBOSCAPE + ["report", str(tmp_path / "nowhere")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "roboscape report: error: run folder" in done.stderr
+    with pytest.raises(ValueError, match="table row 0 has 1 cells but the table has 2 columns"):
+        Table(("a", "b"), (("x",),))
+    assert "| a\\|b |" in to_markdown([Table(("a|b",), (("1",),))])
