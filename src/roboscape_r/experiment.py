@@ -13,7 +13,8 @@ Layout (what `roboscape report` reads):
     RUN_DIR/cells/<method>/seed<k>/cell.json    status, wall times, env steps, error if failed
     RUN_DIR/cells/<method>/seed<k>/train/   policy run folder (metrics.jsonl, env.json, checkpoints/)
     RUN_DIR/cells/<method>/seed<k>/eval/    results.json, videos, frame strips
-    RUN_DIR/reward_check/, RUN_DIR/wm_eval/metrics.json
+    RUN_DIR/reward_check/reward_check.json, RUN_DIR/wm_eval/metrics.json
+    RUN_DIR/report/index.html, REPORT.md   (`roboscape report RUN_DIR`)
 
 A cell whose cell.json says "done" is skipped on the next run; an interrupted cell resumes from
 its checkpoints (PPO and BC resume exactly); a failed cell records its error and the run goes on.
@@ -221,7 +222,7 @@ class Experiment:
             data=Path(self.preset["data"]["heldout"]), tokenizer=Path(ckpts["tokenizer"]),
             wm_act=Path(ckpts["wm_act"]), wm_txt=Path(ckpts["wm_txt"]), proxy=Path(ckpts["proxy"]),
             train_data=Path(self.preset["data"]["train"]), out=self.out / "reward_check"))
-        if (config.out / "metrics.json").is_file():
+        if (config.out / "reward_check.json").is_file():
             return
         run_reward_check(config)
 
@@ -251,5 +252,8 @@ def run_experiment(args: ExperimentArgs) -> Path:
     if args.report:
         from roboscape_r.report import build_report
 
-        print(f"[experiment] report: {build_report(out)}")
+        result = build_report(out)
+        print(f"[experiment] report: {result.html} and {result.markdown}")
+        for line in result.missing:
+            print(f"[experiment] missing from the report: {line}")
     return out
