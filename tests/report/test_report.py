@@ -226,7 +226,7 @@ def test_missing_pieces_are_listed_not_fatal(tmp_path, report):
     assert any("sim/seed1 evaluation: results.json is unreadable" in line for line in result.missing)
     assert "cell sim/seed0: 1 unreadable line(s) in train/metrics.jsonl were skipped" in result.missing
     assert "reward check: failed (CheckpointError('--wm-txt: corrupt')); see reward_check/error.json" in markdown
-    assert "world-model evaluation: metrics.json not found" in markdown
+    assert "world-model evaluation: not run (no wm_eval/ folder)" in markdown
     assert "Not available: the run folder has no wm_eval/metrics.json" in markdown
     once = md_table(markdown, "success_once, pooled over seeds")
     assert row_of(once, task="PickCube", split="ood")["sim"] == ci(2, 5)  # seed 0 only
@@ -238,15 +238,17 @@ def test_missing_pieces_are_listed_not_fatal(tmp_path, report):
 def test_an_empty_run_folder_still_gives_a_report(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "experiment.json").write_text(json.dumps({"preset": "small", "methods": ["general", "sim"], "seeds": [0]}))
+    (run / "experiment.json").write_text(json.dumps({"preset": "small", "methods": ["sim", "general"], "seeds": [0]}))
     result = build_report(run)
     markdown = result.markdown.read_text()
     assert result.figures == []
     for text in ("cell general/seed0: not run", "cell sim/seed0: not run", "No evaluation results yet",
                  "Relative OOD improvement", "Not available: the general method", "+37.5%",
-                 "Nothing to plot yet", "No in-domain frame strips", "reward check: reward_check.json not found"):
+                 "Nothing to plot yet", "No in-domain frame strips", "reward check: not run (no reward_check/ folder)",
+                 "world-model evaluation: not run (no wm_eval/ folder)"):
         assert text in markdown, text
     assert "<img " not in result.html.read_text()
+    assert load_run(run).methods == ["general", "sim"]  # ours first, whatever order the experiment lists
 
 
 def test_training_curve_reads_real_ppo_metrics(ppo_run):

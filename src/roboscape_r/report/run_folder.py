@@ -76,7 +76,7 @@ class RunData:
     run_dir: Path
     experiment: dict | None
     methods: list[str]
-    """Methods in display order: the experiment's, then any other found under cells/."""
+    """The experiment's methods and any other found under cells/, in display order (see method_order)."""
     seeds: list[int]
     cells: dict[tuple[str, int], CellData]
     """Every expected (method, seed) cell and every other one found on disk."""
@@ -162,6 +162,9 @@ def _read_cell(method: str, seed: int, path: Path, missing: list[str]) -> CellDa
 def _read_stage(folder: Path, name: str, what: str, missing: list[str]) -> dict | None:
     """A run-level stage's JSON result; when absent, the stage's error.json (written by the runner
     when the stage failed) explains why."""
+    if not folder.is_dir():
+        missing.append(f"{what}: not run (no {folder.name}/ folder)")
+        return None
     if not (folder / name).is_file() and (folder / "error.json").is_file():
         error = _read_json(folder / "error.json", what, missing) or {}
         missing.append(f"{what}: failed ({error.get('error', 'no message')}); see {folder.name}/error.json")
@@ -207,7 +210,7 @@ def load_run(run_dir: str | Path) -> RunData:
 
     expected = {(m, s) for m in expected_methods for s in expected_seeds}
     keys = expected | set(found)
-    methods = expected_methods + method_order({m for m, _ in keys} - set(expected_methods))
+    methods = method_order({m for m, _ in keys} | set(expected_methods))
     seeds = expected_seeds + sorted({s for _, s in keys} - set(expected_seeds))
     cells = {}
     for method in methods:
