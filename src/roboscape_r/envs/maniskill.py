@@ -35,7 +35,8 @@ import numpy as np
 from roboscape_r.data import scenes as S
 from roboscape_r.envs.maniskill_slots import ACTION_DIM, LocalHandle, ProcessHandle, SlotGroup, make_held_env
 
-SIM_ENV_ID = "RoboScapeR/ManiSkill-v0"
+from roboscape_r.envs.registration import SIM_ENV_ID, register_sim_env
+
 __all__ = ["ACTION_DIM", "SIM_ENV_ID", "ManiSkillVectorEnv", "make_held_env", "make_maniskill_vector_env",
            "register_sim_env", "sim_env_ids"]
 
@@ -275,12 +276,3 @@ def make_maniskill_vector_env(tasks: Sequence[str] = tuple(S.TASKS), scenes: Seq
                               image_size, num_workers, env_module)
 
 
-def register_sim_env() -> None:
-    """Register ``RoboScapeR/ManiSkill-v0`` (idempotent; done on import of this module)."""
-    if SIM_ENV_ID not in gym.registry:
-        gym.register(SIM_ENV_ID, entry_point="roboscape_r.envs.maniskill:make_maniskill_vector_env",
-                     vector_entry_point="roboscape_r.envs.maniskill:make_maniskill_vector_env",
-                     order_enforce=False, disable_env_checker=True)
-
-
-register_sim_env()

@@ -53,4 +53,17 @@ def register_world_model_envs() -> None:
         register(SINGLE_ENV_ID, entry_point="roboscape_r.envs.world_model_single:WorldModelEnv")
 
 
+SIM_ENV_ID = "RoboScapeR/ManiSkill-v0"
+"""`ManiSkillVectorEnv`: the simulator training env of the physics baseline."""
+
+
+def register_sim_env() -> None:
+    """Register the simulator env's id (idempotent); ManiSkill itself is only imported on make."""
+    if SIM_ENV_ID not in registry:
+        register(SIM_ENV_ID, entry_point="roboscape_r.envs.maniskill:make_maniskill_vector_env",
+                 vector_entry_point="roboscape_r.envs.maniskill:make_maniskill_vector_env",
+                 order_enforce=False, disable_env_checker=True)
+
+
 register_world_model_envs()
+register_sim_env()
