@@ -245,3 +245,18 @@ def test_tokens_outside_the_codebook_are_refused(tmp_path):
     dataset = [clips[0]] * 4
     with pytest.raises(ValueError, match=r"outside the codebook \[0, 16\)"):
         train_world_model(tiny_train_config(steps=1), dataset, FakeTokenizer(), tmp_path)
+
+
+def test_wm_txt_trains_on_successful_episodes_only_by_default():
+    import numpy as np
+
+    from roboscape_r.worldmodel.config import WMTrainConfig
+    from roboscape_r.worldmodel.train import select_successful
+
+    failed = {"success": np.zeros(5, bool)}
+    succeeded = {"success": np.array([0, 0, 1, 1, 0], bool)}
+    assert select_successful([failed, succeeded, failed]) == [succeeded]
+    with pytest.raises(ValueError, match="none of the 2 episodes succeeds"):
+        select_successful([failed, failed])
+    assert WMTrainConfig(kind="txt").uses_success_only and not WMTrainConfig(kind="act").uses_success_only
+    assert not WMTrainConfig(kind="txt", success_only=False).uses_success_only

@@ -140,6 +140,11 @@ class WMTrainConfig(RunOptions):
     is the target of the prediction made at frame t about frame t+1."""
     done_weight: float = 1.0
     """Weight of the done BCE relative to the token cross-entropy."""
+    success_only: bool | None = None
+    """Train only on episodes that succeed at some step. None: True for WM_txt, whose rollouts
+    are meant to be golden (successful) trajectories; the dataset also holds random and perturbed
+    episodes with the same instructions, and a model trained on all of them imagines their
+    average. False for WM_act, which must predict failures too."""
     text_encoder: Literal["minilm", "t5"] = "minilm"
     """Instruction encoder of WM_txt (when none is passed in)."""
     seed: int = 0
@@ -167,6 +172,11 @@ class WMTrainConfig(RunOptions):
             raise ValueError(f"WMTrainConfig.run_steps must be >= 1 or None, got {self.run_steps}")
         if self.done_key not in ("success", "done"):
             raise ValueError(f"WMTrainConfig.done_key must be 'success' or 'done', got {self.done_key!r}")
+
+    @property
+    def uses_success_only(self) -> bool:
+        """Whether training keeps only successful episodes (see `success_only`)."""
+        return self.kind == "txt" if self.success_only is None else self.success_only
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> WMTrainConfig:

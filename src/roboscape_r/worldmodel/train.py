@@ -105,12 +105,32 @@ def train_world_model(
             or resume=False and out_dir already holds checkpoints.
     """
     out_dir = Path(out_dir)
+    clips_dataset = select_successful(clips_dataset) if config.uses_success_only else clips_dataset
     rank, world_size, local_rank, own_group = _init_distributed(config.device)
     try:
         return _train(config, clips_dataset, tokenizer, out_dir, text_encoder, rank, world_size, local_rank)
     finally:
         if own_group:
             dist.destroy_process_group()
+
+
+def select_successful(clips_dataset: Dataset | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The clips (episodes) whose "success" label is true at some step.
+
+    Raises:
+        ValueError: none succeeds, or a clip has no "success" key.
+    """
+    kept = []
+    for i in range(len(clips_dataset)):
+        clip = clips_dataset[i]
+        if "success" not in clip:
+            raise ValueError(f"clip {i} has no 'success' labels; success_only training needs them")
+        if bool(torch.as_tensor(clip["success"]).any()):
+            kept.append(clip)
+    if not kept:
+        raise ValueError(f"none of the {len(clips_dataset)} episodes succeeds; train WM_txt on a dataset with "
+                         "successful (expert) episodes, or pass success_only=False")
+    return kept
 
 
 def load_world_model(
