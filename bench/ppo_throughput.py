@@ -1,7 +1,8 @@
 """PPO env steps/s in the world-model env vs in ManiSkill RGB, side by side in one run.
 
-Both runs use the same PPO code (`train_ppo`), the same policy network and the same rollout
-length; only the env differs:
+Both runs use the same PPO code (`train_ppo`), the same policy network (frames round-tripped
+through the tokenizer, as in `roboscape experiment`) and the same rollout length; only the env
+differs:
   * world model: `WorldModelVectorEnv` with the shipped checkpoints (checkpoints/small), the
     general reward, N envs in lockstep (golden trajectories generated once per start and cached,
     as in training; the cache is warmed before timing so the figure is the steady state);
@@ -28,12 +29,15 @@ os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json"
 
 def ppo_steps_per_s(envs, num_steps: int, updates: int, out: Path, threads: int) -> tuple[float, float]:
     """(steady-state steps/s over all updates but the first, wall seconds) of a short PPO run."""
-    from roboscape_r.policy import PPOConfig, train_ppo
+    from roboscape_r.policy import PolicyConfig, PPOConfig, train_ppo
 
+    # As in `roboscape experiment`: the policy round-trips frames through the world model's
+    # tokenizer (skipped for the world-model env, whose frames already are such decodings).
+    policy = PolicyConfig(frame_preprocess="tokenizer", tokenizer_path="checkpoints/small/tokenizer.pt")
     config = PPOConfig(total_timesteps=envs.num_envs * num_steps * updates, num_steps=num_steps, device="cpu",
                        num_threads=threads, progress=False, ckpt_every=10**6)
     started = time.time()
-    train_ppo(config, envs, out)
+    train_ppo(config, envs, out, policy_config=policy)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steady = rows[1:] or rows
     return sum(r["time/steps_per_s"] for r in steady) / len(steady), time.time() - started

@@ -172,12 +172,16 @@ class Experiment:
 
     def _train(self, method: str, seed: int, out: Path) -> int:
         from roboscape_r.policy.config import BCConfig, PPOConfig
+        from roboscape_r.policy.network import PolicyConfig
 
         ckpts = self.preset["checkpoints"]
         if method == "bc":
             from roboscape_r.policy.bc import train_bc
 
-            config = _override(BCConfig, self.preset.get("bc"), BCConfig(seed=seed, tasks=self.tasks))
+            # Frames round-trip through the world model's tokenizer, so BC, and every PPO policy
+            # started from it, sees in ManiSkill the same kind of image the world model shows.
+            policy = PolicyConfig(frame_preprocess="tokenizer", tokenizer_path=str(ckpts["tokenizer"]))
+            config = _override(BCConfig, self.preset.get("bc"), BCConfig(seed=seed, tasks=self.tasks, policy=policy))
             train_bc(self.preset["data"]["train"], out, config)
             return 0
         from roboscape_r.envs.world_model import WorldModelEnvConfig

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from roboscape_r.policy import PolicyConfig, PPOConfig, load_policy, train_ppo
@@ -42,3 +43,21 @@ def test_ppo_on_maniskill_env(tmp_path):
     row = json.loads((tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()[-1])
     assert result.finished and row["episodes"] == 2 and row["charts/missing_final_obs"] == 0
     assert row["episode_length"] == 5.0 and row["success_at_end"] is not None
+
+
+def test_frames_already_decoded_by_the_policys_tokenizer_are_not_round_tripped_again(tmp_path):
+    from types import SimpleNamespace
+
+    from roboscape_r.policy.checkpoint import build_actor_critic
+    from roboscape_r.policy.ppo import _frame_preparation
+    from tests.envs.wm_env_helpers import save_tokenizer
+
+    tokenizer = save_tokenizer(tmp_path / "tok.pt")
+    other = save_tokenizer(tmp_path / "other.pt", seed=1)
+    model = build_actor_critic(PolicyConfig(frame_preprocess="tokenizer", tokenizer_path=str(tokenizer)))
+    frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    same = _frame_preparation(model, SimpleNamespace(frames_decoded_by=tokenizer))
+    assert torch.equal(same(frames), frames)
+    for envs in (SimpleNamespace(frames_decoded_by=other), SimpleNamespace()):
+        prepared = _frame_preparation(model, envs)(frames)
+        assert torch.equal(prepared, model.prepare_frames(frames)) and not torch.equal(prepared, frames)

@@ -194,6 +194,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.config = config
+        self.frames_decoded_by = Path(config.tokenizer_path).resolve()
+        """Every frame this env returns is already a decoding of this tokenizer: a policy that
+        round-trips frames through the same tokenizer (for evaluation on real frames) skips it."""
         self.render_mode = render_mode
         self.autoreset = autoreset
         self.device = resolve_device(config.device)

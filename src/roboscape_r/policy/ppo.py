@@ -178,6 +178,7 @@ def train_ppo(config: PPOConfig, envs: Any, out_dir: str | Path, *, policy_confi
     writer.add_text("hyperparameters", _markdown_table({**dataclasses.asdict(config), "num_envs": num_envs,
                                                        **{f"policy.{k}": v for k, v in policy_config.to_dict().items()}}),
                     global_step=global_step)
+    prepare_frames = _frame_preparation(model, envs)
     progress = tqdm(total=num_updates, initial=update, disable=not config.progress, desc="ppo", dynamic_ncols=True)
     call_start = time.monotonic()
     last_saved, row = latest, {}
@@ -196,7 +197,7 @@ def train_ppo(config: PPOConfig, envs: Any, out_dir: str | Path, *, policy_confi
             model.eval()
             with torch.no_grad():
                 for t in range(config.num_steps):
-                    prepared = model.prepare_frames(frames)
+                    prepared = prepare_frames(frames)
                     out = model.act_and_value(prepared, instructions)
                     if not bool(torch.isfinite(out.action).all()):
                         raise NonFiniteError(_nonfinite_message(
@@ -229,10 +230,10 @@ def train_ppo(config: PPOConfig, envs: Any, out_dir: str | Path, *, policy_confi
                         if final is None:
                             missing_final_obs += env_ids.numel()
                         else:
-                            buffer.final_values[t, env_ids] = model.value(model.prepare_frames(final[0]), final[1])
+                            buffer.final_values[t, env_ids] = model.value(prepare_frames(final[0]), final[1])
                     stats.update(reward, step_success(info, done), done, valid)
                     frames, instructions = obs_to_tensors(obs, *obs_args)
-                next_value = model.value(model.prepare_frames(frames), instructions)
+                next_value = model.value(prepare_frames(frames), instructions)
             if missing_final_obs and not warned_missing_final_obs:
                 warned_missing_final_obs = True
                 warnings.warn(f"{missing_final_obs} truncated episodes came without info['final_observation']; "
@@ -302,6 +303,19 @@ def _model_from_bc(bc_init: str | Path, policy_config: PolicyConfig | None, rese
         with torch.no_grad():
             model.actor_log_std.fill_(model.config.init_log_std)
     return model
+
+
+def _frame_preparation(model: ActorCritic, envs: Any):
+    """The model's frame preprocessing, or the identity when the env's frames are already
+    decodings of the very tokenizer the policy would round-trip them through (the world-model
+    env): a second round trip would only blur them further and costs a tokenizer encode and
+    decode per env step."""
+    decoded_by = getattr(envs, "frames_decoded_by", None)
+    tokenizer_path = model.config.tokenizer_path
+    if decoded_by is not None and model.config.frame_preprocess == "tokenizer" and tokenizer_path \
+            and Path(tokenizer_path).resolve() == Path(decoded_by).resolve():
+        return lambda frames: frames
+    return model.prepare_frames
 
 
 def _check_action_space(envs: Any, action_dim: int) -> None:

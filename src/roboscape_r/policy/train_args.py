@@ -70,13 +70,14 @@ class TrainBCArgs:
 
 
 def build_envs(args: TrainPolicyArgs):
-    """The vector env named by args.env, and the policy config that fits it."""
-    policy = args.policy
+    """The vector env named by args.env, and the policy config that fits it (None with --bc-init:
+    the BC checkpoint's architecture and frame preprocessing are kept)."""
+    policy = None if args.bc_init is not None else args.policy
     if args.env == "wm":
         from roboscape_r.envs.world_model import WorldModelVectorEnv
 
         envs = WorldModelVectorEnv(replace(args.wm, seed=args.ppo.seed))
-        if policy.frame_preprocess == "none" and args.bc_init is None:
+        if policy is not None and policy.frame_preprocess == "none":
             # The policy sees decoded world-model frames in training; in ManiSkill it must see the
             # same kind of image, so real frames go through the same tokenizer first.
             policy = replace(policy, frame_preprocess="tokenizer", tokenizer_path=str(args.wm.tokenizer_path))
