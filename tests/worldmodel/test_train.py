@@ -260,3 +260,18 @@ def test_wm_txt_trains_on_successful_episodes_only_by_default():
         select_successful([failed, failed])
     assert WMTrainConfig(kind="txt").uses_success_only and not WMTrainConfig(kind="act").uses_success_only
     assert not WMTrainConfig(kind="txt", success_only=False).uses_success_only
+
+
+def test_init_weights_starts_from_a_trained_model(tmp_path):
+    from roboscape_r.checkpoint import CheckpointError
+    from roboscape_r.worldmodel.train import load_world_model
+
+    clips = make_clips()
+    first = train_world_model(tiny_train_config(steps=2), clips, None, tmp_path / "first")
+    config = dict_replace(tiny_train_config(steps=2), init_weights=str(first.checkpoint), lr=1e-12, warmup_steps=0)
+    tuned = train_world_model(config, clips, None, tmp_path / "tuned")
+    a, b = load_world_model(first.checkpoint), load_world_model(tuned.checkpoint)
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a.parameters(), b.parameters()))
+    wider = dict_replace(config, model=dict_replace(config.model, d_model=config.model.d_model * 2))
+    with pytest.raises(CheckpointError, match="same architecture"):
+        train_world_model(wider, clips, None, tmp_path / "wider")

@@ -149,6 +149,9 @@ class WMTrainConfig(RunOptions):
     """Instruction encoder of WM_txt (when none is passed in)."""
     seed: int = 0
     """Seed of model initialisation, data order, crops and dropout."""
+    init_weights: str | None = None
+    """Start from this world-model checkpoint's weights (fine-tuning; same kind and architecture)
+    instead of a random initialisation. Ignored when resuming from the run's own checkpoints."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_last"):

@@ -209,6 +209,12 @@ def _train(
         scheduler.load_state_dict(ckpt["scheduler"])
         restore_rng_state(ckpt)
         step = ckpt["step"]
+    elif config.init_weights is not None:
+        init = load_world_model(config.init_weights, kind=model_config.kind)
+        if init.config.to_dict() != model_config.to_dict():
+            raise CheckpointError(f"init_weights {config.init_weights} has model config {init.config.to_dict()}, "
+                                  f"this run builds {model_config.to_dict()}; fine-tune with the same architecture")
+        model.load_state_dict(init.state_dict())
     last_good = newest
 
     if rank == 0:
