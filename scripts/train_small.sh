@@ -3,7 +3,9 @@
 # its output folder, so rerunning after an interruption continues where it stopped.
 #   data/train    320 in-domain episodes (about 30-45 min with 2 workers)
 #   data/heldout  184 in-domain + OOD episodes, seed 1 (about 20-25 min)
-#   runs/tokenizer, runs/wm_act, runs/wm_txt   (hours on 2 CPU cores; minutes on a GPU)
+#   runs/tokenizer, runs/wm_act, runs/wm_txt   (hours on 2 CPU cores; minutes on a GPU:
+#       the shipped ones came from scripts/train_models_frames.py on one GPU, see checkpoints/small/README.md)
+#   runs/proxy_reward   the proxy-reward baseline (about 15 min on 1 CPU thread)
 # Shipped copies: weights only, via roboscape_r.checkpoint.export_weights, in checkpoints/small/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,8 @@ $RS collect --out data/heldout --scenes in-domain ood --episodes 184 --seed 1 --
 $RS train-tokenizer --data data/train --out runs/tokenizer --train.steps 3000 --train.batch-size 64
 $RS train-wm --data data/train --tokenizer runs/tokenizer --out runs/wm_act --train.kind act --train.steps 2500 --train.batch-size 16
 $RS train-wm --data data/train --tokenizer runs/tokenizer --out runs/wm_txt --train.kind txt --train.steps 2500 --train.batch-size 16
-for kind in tokenizer wm_act wm_txt; do
+$RS train-proxy-reward --data data/train --out runs/proxy_reward
+for kind in tokenizer wm_act wm_txt proxy_reward; do
     src=runs/$kind
     .venv/bin/python -c "import sys; from roboscape_r.checkpoint import export_weights; export_weights(sys.argv[1], sys.argv[2], expected_kind=sys.argv[3])" \
         "$src" "checkpoints/small/$kind.pt" "$kind"
