@@ -141,11 +141,12 @@ def main() -> None:
                                   time_limit_s=seconds, ckpt_every=args.select_every, keep_last=1000, log_every=50)
         result = train_world_model(wm_config, train_clips, None, args.out / f"wm_{kind}", text_encoder=text_encoder)
         # Model selection on the held-out episodes (not the eval-wm data): the checkpoint with the
-        # best held-out next-token accuracy, since longer training was seen to overfit.
+        # lowest held-out next-token cross-entropy, since longer training was seen to overfit
+        # (token accuracy was not used: it rewards copying the last frame).
         curve = {}
         for ckpt in sorted((args.out / f"wm_{kind}" / "checkpoints").glob("ckpt_*.pt")):
             curve[ckpt] = heldout_accuracy(ckpt, kind, val_clips, text_encoder, device)
-        best = max(curve, key=lambda c: curve[c]["token_accuracy"]) if curve else result.checkpoint
+        best = min(curve, key=lambda c: curve[c]["token_cross_entropy"]) if curve else result.checkpoint
         export_weights(best, export / f"wm_{kind}.pt", expected_kind=f"wm_{kind}")
         report[f"wm_{kind}"] = {"step": result.step, "seconds": time.time() - started,
                                 "last_losses": {k: float(v) for k, v in dict(result.last_losses).items()}
@@ -163,6 +164,7 @@ def heldout_accuracy(ckpt: Path, kind: str, clips: list[dict], text_encoder, dev
     model = load_world_model(ckpt, kind=f"wm_{kind}", map_location=device).eval()
     context = model.config.context_frames
     hits = copies = total = 0
+    ce_sum = 0.0
     done_scores, done_labels = [], []
     windows = [(clip, start) for clip in clips for start in range(0, len(clip["all_tokens"]) - 1, context)]
     with torch.no_grad():
@@ -178,14 +180,16 @@ def heldout_accuracy(ckpt: Path, kind: str, clips: list[dict], text_encoder, dev
             out = model(tokens[:, :T], **kwargs)
             pred = out.next_token_logits.argmax(-1)  # (1, T, h*w)
             target = tokens[:, 1:].flatten(2)
+            ce_sum += float(torch.nn.functional.cross_entropy(out.next_token_logits.float().flatten(0, 2),
+                                                              target.flatten(), reduction="sum"))
             done_scores.append(out.done_logits[0].float().cpu().numpy())
             done_labels.append(np.asarray(clip["success"][start : start + T], dtype=bool))
             hits += int((pred == target).sum())
             copies += int((tokens[:, :T].flatten(2) == target).sum())
             total += target.numel()
     done_auroc = auroc(np.concatenate(done_scores), np.concatenate(done_labels)) if done_scores else None
-    return {"token_accuracy": hits / max(total, 1), "copy_last_token_accuracy": copies / max(total, 1),
-            "done_auroc": done_auroc}
+    return {"token_cross_entropy": ce_sum / max(total, 1), "token_accuracy": hits / max(total, 1),
+            "copy_last_token_accuracy": copies / max(total, 1), "done_auroc": done_auroc}
 
 
 if __name__ == "__main__":
