@@ -24,6 +24,7 @@ commands:
   data scenes        list tasks, in-domain scenes and OOD factors (optionally render them)
   train-tokenizer    train the LFQ image tokenizer on a dataset's frames
   train-wm           train WM_act (--train.kind act) or WM_txt (--train.kind txt) on tokenised episodes
+  refit-done         refit WM_act's done head on frozen features (weight decay, early stopping on validation episodes)
   eval-wm            score world models on held-out episodes per split (open loop, controllability, done, golden)
   train-policy       PPO inside the world model (--env wm, reward by name) or in ManiSkill (--env sim)
   train-bc           behaviour cloning from expert episodes (a baseline and a PPO warm start)
@@ -163,6 +164,18 @@ def _cmd_train_proxy_reward(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_refit_done(argv: list[str]) -> int:
+    from roboscape_r.worldmodel.done_refit import RefitDoneConfig, run_refit_done
+
+    config = tyro.cli(RefitDoneConfig, args=argv, prog="roboscape refit-done")
+    report = run_refit_done(config)
+    chosen, before = report["chosen"], report["before"]
+    print(f"done head: validation AUROC {before['val']['auroc']:.3f} -> {chosen['val_auroc']:.3f} "
+          f"(weight decay {chosen['weight_decay']:g}, step {chosen['step']}; train AUROC {chosen['train_auroc']:.3f})")
+    print(f"wrote {config.out / 'wm_act.pt'} and {config.out / 'refit_done.json'}")
+    return 0
+
+
 def _cmd_reward_check(argv: list[str]) -> int:
     from roboscape_r.reward.check import RewardCheckConfig, run_reward_check
     from roboscape_r.reward.check_report import format_reward_check
@@ -228,7 +241,7 @@ def _cmd_report(argv: list[str]) -> int:
 
 
 COMMANDS = {"collect": _cmd_collect, "data": _cmd_data, "train-tokenizer": _cmd_train_tokenizer,
-            "train-wm": _cmd_train_wm, "eval-wm": _cmd_eval_wm,
+            "train-wm": _cmd_train_wm, "refit-done": _cmd_refit_done, "eval-wm": _cmd_eval_wm,
             "train-policy": _cmd_train_policy, "experiment": _cmd_experiment, "train-bc": _cmd_train_bc, "train-proxy-reward": _cmd_train_proxy_reward,
             "reward-check": _cmd_reward_check, "eval": _cmd_eval, "report": _cmd_report}
 

@@ -231,9 +231,9 @@ def open_loop_tokens(rollout: WorldModelRollout, context_tokens: torch.Tensor, a
 
 
 @torch.inference_mode()
-def teacher_forced_done_probs(model: WorldModel, tokens: list[torch.Tensor], actions: list[torch.Tensor],
-                              batch_size: int = 64) -> list[np.ndarray]:
-    """Done probability of every step of whole episodes, teacher-forced on the real frames.
+def teacher_forced_pooled_features(model: WorldModel, tokens: list[torch.Tensor], actions: list[torch.Tensor],
+                                   batch_size: int = 64, progress: bool = False) -> list[torch.Tensor]:
+    """The done head's input for every step of whole episodes, teacher-forced on the real frames.
 
     Episodes longer than the model's context are cut into windows of `context_frames` frames
     every `context_frames // 2`; each step is scored by the window that gives it the most past
@@ -245,9 +245,10 @@ def teacher_forced_done_probs(model: WorldModel, tokens: list[torch.Tensor], act
         tokens: per episode, long (>= L, h, w); frame t for t < L is the input of step t.
         actions: per episode, float (L, A).
         batch_size: windows per forward.
+        progress: show a tqdm bar over the batches of windows.
 
     Returns:
-        Per episode, float (L,): probability that frame t+1 shows success.
+        Per episode, float32 (L, d_model): frame t's hidden states averaged over its tokens, on the CPU.
     """
     cfg = model.config
     device = next(model.parameters()).device
@@ -261,8 +262,8 @@ def teacher_forced_done_probs(model: WorldModel, tokens: list[torch.Tensor], act
             if start + window >= length:
                 break
             start += stride
-    probs = [np.zeros(len(a), np.float32) for a in actions]
-    for first in range(0, len(rows), batch_size):
+    features = [torch.zeros(len(a), cfg.d_model) for a in actions]
+    for first in tqdm(range(0, len(rows), batch_size), desc="done-head features", unit="batch", disable=not progress):
         chunk = rows[first:first + batch_size]
         batch_tokens = torch.zeros(len(chunk), window, cfg.grid_h, cfg.grid_w, dtype=torch.long)
         batch_actions = torch.zeros(len(chunk), window, cfg.action_dim)
@@ -271,12 +272,26 @@ def teacher_forced_done_probs(model: WorldModel, tokens: list[torch.Tensor], act
             batch_tokens[i, : stop - start] = tokens[e][start:stop]
             batch_actions[i, : stop - start] = actions[e][start:stop]
         hidden = model.hidden_states(batch_tokens.to(device), actions=batch_actions.to(device))  # (n, T, h*w, D)
-        window_probs = torch.sigmoid(model.done_logits(hidden).float()).cpu().numpy()  # (n, T)
+        pooled = hidden.mean(dim=2).float().cpu()  # (n, T, D): what `done_logits` feeds its head
         for i, (e, start) in enumerate(chunk):
             stop = min(start + window, len(actions[e]))
             owned_from = start if start == 0 else start + window - stride
-            probs[e][owned_from:stop] = window_probs[i, owned_from - start : stop - start]
-    return probs
+            features[e][owned_from:stop] = pooled[i, owned_from - start : stop - start]
+    return features
+
+
+@torch.inference_mode()
+def teacher_forced_done_probs(model: WorldModel, tokens: list[torch.Tensor], actions: list[torch.Tensor],
+                              batch_size: int = 64) -> list[np.ndarray]:
+    """Done probability of every step of whole episodes, teacher-forced on the real frames
+    (windows as in `teacher_forced_pooled_features`).
+
+    Returns:
+        Per episode, float (L,): probability that frame t+1 shows success.
+    """
+    device = next(model.parameters()).device
+    features = teacher_forced_pooled_features(model, tokens, actions, batch_size)
+    return [torch.sigmoid(model.done_head(f.to(device)).squeeze(-1).float()).cpu().numpy() for f in features]
 
 
 # -------------------------------------------------------------------------- frame metrics
