@@ -111,3 +111,13 @@ def test_refit_done_rejects_a_world_model_of_the_wrong_kind_and_bad_options(refi
         RefitDoneConfig(weight_decays=())
     with pytest.raises(ValueError, match="--val-fraction"):
         RefitDoneConfig(val_fraction=0.0)
+
+
+def test_refit_done_with_a_validation_dataset_fits_on_all_of_data_and_chooses_on_all_of_val_data(refit_setup, tmp_path):
+    root, paths, _ = refit_setup
+    val_data = write_dataset(tmp_path / "val", [5, 8])  # another collection: 5 scenes x 2 episodes
+    config = RefitDoneConfig(wm_act=paths["wm_act"], tokenizer=paths["tokenizer"], data=paths["data"], val_data=val_data,
+                             out=tmp_path / "out", weight_decays=(0.1,), steps=20, eval_every=10, progress=False)
+    report = run_refit_done(config)
+    assert report["episodes"] == {"train": 15, "val": 10}
+    assert report["steps"]["val"] == 5 * (5 + 8)

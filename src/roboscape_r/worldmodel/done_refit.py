@@ -49,17 +49,21 @@ class RefitDoneConfig:
     """WM_act checkpoint whose done head is refitted (file or run folder)."""
     tokenizer: Path = Path("checkpoints/small/tokenizer.pt")
     """The tokenizer WM_act was trained with."""
-    data: Path = Path("data/train")
-    """Dataset to fit and validate on (episodes split as in `roboscape train-wm`)."""
+    data: Path = Path("data/calib")
+    """Dataset to fit and validate on, split by episode. Use episodes the backbone never saw
+    (`roboscape collect --seed` of its own): on its training episodes the features are memorised and
+    every head looks perfect (validation AUROC 1.0 on the shipped WM_act's)."""
     out: Path = Path("runs/refit_done")
     """Output folder: wm_act.pt (weights only, new done head) and refit_done.json."""
-    val_fraction: float = 0.1
-    """Share of the dataset's episodes held out for choosing the head."""
+    val_data: Path | None = None
+    """Validation dataset; if given, the head fits on all of --data and is chosen on all of this one."""
+    val_fraction: float = 0.25
+    """Share of --data's episodes held out for choosing the head (without --val-data)."""
     split_seed: int = 0
     """Seed of the train/validation episode split (the one `roboscape train-wm` used)."""
-    weight_decays: tuple[float, ...] = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
+    weight_decays: tuple[float, ...] = (0.0, 0.1, 1.0, 3.0, 10.0, 30.0)
     """Weight decays tried (AdamW, decoupled)."""
-    steps: int = 1500
+    steps: int = 3000
     """Full-batch optimizer steps per weight decay."""
     eval_every: int = 25
     """Validation scoring interval (steps)."""
@@ -185,9 +189,13 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(config.tokenizer)
     check_compatible(tokenizer, model, "--wm-act")
     cache = config.cache_dir or Path(config.out) / "token_cache"
-    splits = {name: tokenized_episodes(Path(config.data), tokenizer, Path(config.tokenizer), cache, split=name,
-                                       val_fraction=config.val_fraction, seed=config.split_seed)
-              for name in ("train", "val")}
+    if config.val_data is None:
+        splits = {name: tokenized_episodes(Path(config.data), tokenizer, Path(config.tokenizer), cache, split=name,
+                                           val_fraction=config.val_fraction, seed=config.split_seed)
+                  for name in ("train", "val")}
+    else:
+        splits = {name: tokenized_episodes(Path(root), tokenizer, Path(config.tokenizer), cache, split="all")
+                  for name, root in (("train", config.data), ("val", config.val_data))}
     for name, episodes in splits.items():
         if not episodes:
             raise ValueError(f"--data {config.data} has no {name} episodes at --val-fraction {config.val_fraction}")
