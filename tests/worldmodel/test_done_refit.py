@@ -83,8 +83,8 @@ def _split_seed_with_both_classes(data):
 def test_refit_done_changes_only_the_done_head_and_reports_what_the_saved_model_scores(refit_setup):
     root, paths, tokenizer = refit_setup
     split_seed = _split_seed_with_both_classes(paths["data"])
-    config = RefitDoneConfig(wm_act=paths["wm_act"], tokenizer=paths["tokenizer"], data=paths["data"], out=root / "out",
-                             val_fraction=0.4, split_seed=split_seed, weight_decays=(0.0, 0.1), steps=60,
+    config = RefitDoneConfig(wm_act=paths["wm_act"], tokenizer=paths["tokenizer"], data=paths["data"], val_data=None,
+                             out=root / "out", val_fraction=0.4, split_seed=split_seed, weight_decays=(0.0, 0.1), steps=60,
                              eval_every=20, lr=1e-2, progress=False)
     report = run_refit_done(config)
     before, after = load_world_model(paths["wm_act"], "act"), load_world_model(root / "out" / "wm_act.pt", "act")
