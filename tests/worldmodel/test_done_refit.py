@@ -7,7 +7,7 @@ import torch
 
 from roboscape_r.checkpoint import CheckpointError, save_checkpoint
 from roboscape_r.data.dataset import split_episodes
-from roboscape_r.data.format import iter_episode_meta, read_manifest
+from roboscape_r.data.format import DatasetError, iter_episode_meta, read_manifest
 from roboscape_r.worldmodel.data import tokenized_episodes
 from roboscape_r.worldmodel.done_refit import RefitDoneConfig, fit_done_head, run_refit_done
 from roboscape_r.worldmodel.evaluate import teacher_forced_done_probs
@@ -107,6 +107,10 @@ def test_refit_done_rejects_a_world_model_of_the_wrong_kind_and_bad_options(refi
     with pytest.raises(CheckpointError, match="wm_act"):
         run_refit_done(RefitDoneConfig(wm_act=wm_txt, tokenizer=paths["tokenizer"], data=paths["data"],
                                        out=root / "bad", progress=False))
+    with pytest.raises(DatasetError, match="missing"):
+        run_refit_done(RefitDoneConfig(wm_act=paths["wm_act"], tokenizer=paths["tokenizer"], data=paths["data"],
+                                       val_data=root / "missing", out=root / "bad", progress=False))
+    assert not (root / "bad" / "token_cache").exists()  # refused before tokenising anything
     with pytest.raises(ValueError, match="--weight-decays"):
         RefitDoneConfig(weight_decays=())
     with pytest.raises(ValueError, match="--val-fraction"):

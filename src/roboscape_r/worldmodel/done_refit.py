@@ -193,6 +193,11 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
     model = load_world_model(wm_path, "act")
     tokenizer = load_tokenizer(config.tokenizer)
     check_compatible(tokenizer, model, "--wm-act")
+    from roboscape_r.data.format import read_manifest
+
+    for root in (config.data, config.val_data):  # fail before minutes of tokenising, not after
+        if root is not None:
+            read_manifest(Path(root))
     cache = config.cache_dir or Path(config.out) / "token_cache"
     if config.val_data is None:
         splits = {name: tokenized_episodes(Path(config.data), tokenizer, Path(config.tokenizer), cache, split=name,
