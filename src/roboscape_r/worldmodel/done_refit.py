@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -181,6 +180,7 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
         ValueError: tokenizer and WM_act disagree, or the episodes lack successes or failures.
     """
     from roboscape_r.checkpoint import load_checkpoint, save_checkpoint
+    from roboscape_r.data.format import read_manifest
     from roboscape_r.tokenizer import load_tokenizer
     from roboscape_r.worldmodel.data import tokenized_episodes
     from roboscape_r.worldmodel.evaluate import check_compatible
@@ -193,8 +193,6 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
     model = load_world_model(wm_path, "act")
     tokenizer = load_tokenizer(config.tokenizer)
     check_compatible(tokenizer, model, "--wm-act")
-    from roboscape_r.data.format import read_manifest
-
     for root in (config.data, config.val_data):  # fail before minutes of tokenising, not after
         if root is not None:
             read_manifest(Path(root))
@@ -208,8 +206,10 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
                   for name, root in (("train", config.data), ("val", config.val_data))}
     for name, episodes in splits.items():
         if not episodes:
-            where = (f"--data {config.data} at --val-fraction {config.val_fraction}" if config.val_data is None
-                     else f"{'--data ' + str(config.data) if name == 'train' else '--val-data ' + str(config.val_data)}")
+            if config.val_data is None:
+                where = f"--data {config.data} at --val-fraction {config.val_fraction}"
+            else:
+                where = f"--data {config.data}" if name == "train" else f"--val-data {config.val_data}"
             raise ValueError(f"{where} gives no {name} episodes")
         if episodes[0]["actions"].shape[1] != model.config.action_dim:
             raise ValueError(f"--data has {episodes[0]['actions'].shape[1]}-D actions but --wm-act takes "
@@ -227,7 +227,9 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    source = load_checkpoint(wm_path if wm_path.is_file() else model_checkpoint_file(wm_path), expected_kind="wm_act")
+    # the config and step of the same file load_world_model read (a run folder keeps them in checkpoints/)
+    source = load_checkpoint(wm_path / "checkpoints" if (wm_path / "checkpoints").is_dir() else wm_path,
+                             expected_kind="wm_act")
     report = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
         "episodes": {name: len(eps) for name, eps in splits.items()},
@@ -245,13 +247,3 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
     atomic_write_json(out / "refit_done.json", report)
     return report
 
-
-def model_checkpoint_file(path: Path) -> Path:
-    """The newest checkpoint file of a run folder (or its checkpoints/ folder)."""
-    from roboscape_r.checkpoint import CheckpointError, latest_checkpoint
-
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    newest = latest_checkpoint(folder)
-    if newest is None:
-        raise CheckpointError(f"--wm-act {path} holds no checkpoint files")
-    return newest
