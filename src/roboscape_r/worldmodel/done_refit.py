@@ -9,8 +9,8 @@ changes, so the frames the model predicts stay exactly the same.
 Procedure:
 
 1. Tokenise the fitting episodes (--data) and the validation episodes (--val-data, a collection
-   the backbone never saw; or an episode split of --data) and compute the done head's input for every step, teacher-forced
-   (`teacher_forced_pooled_features`).
+   the backbone never saw; or an episode split of --data) and compute the done head's input for
+   every step, teacher-forced (`teacher_forced_pooled_features`).
 2. For each weight decay of a grid, train a new head (the model's own architecture, fresh
    initialisation, full-batch AdamW on the train features with the success label of the state
    after each action) and score it on the validation features every `eval_every` steps.
@@ -215,9 +215,11 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
             raise ValueError(f"--data has {episodes[0]['actions'].shape[1]}-D actions but --wm-act takes "
                              f"{model.config.action_dim}-D ones")
     train, val = (_episode_features(model, splits[name], config.progress) for name in ("train", "val"))
-    with torch.no_grad():
-        before = {name: {"auroc": auroc(model.done_head(x).squeeze(-1).numpy(), y.numpy() > 0.5),
-                         "bce": _bce(model.done_head(x).squeeze(-1), y)} for name, (x, y) in (("train", train), ("val", val))}
+    before = {}
+    for name, (x, y) in (("train", train), ("val", val)):
+        with torch.no_grad():
+            logits = model.done_head(x).squeeze(-1)
+        before[name] = {"auroc": auroc(logits.numpy(), y.numpy() > 0.5), "bce": _bce(logits, y)}
     candidates = [fit_done_head(model.done_head, train, val, weight_decay=wd, steps=config.steps,
                                 eval_every=config.eval_every, lr=config.lr, seed=config.seed)
                   for wd in tqdm(config.weight_decays, desc="refit done head", unit="weight decay",

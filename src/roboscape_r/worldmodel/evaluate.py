@@ -272,7 +272,7 @@ def teacher_forced_pooled_features(model: WorldModel, tokens: list[torch.Tensor]
             batch_tokens[i, : stop - start] = tokens[e][start:stop]
             batch_actions[i, : stop - start] = actions[e][start:stop]
         hidden = model.hidden_states(batch_tokens.to(device), actions=batch_actions.to(device))  # (n, T, h*w, D)
-        pooled = hidden.mean(dim=2).float().cpu()  # (n, T, D): what `done_logits` feeds its head
+        pooled = model.done_features(hidden).float().cpu()  # (n, T, D)
         for i, (e, start) in enumerate(chunk):
             stop = min(start + window, len(actions[e]))
             owned_from = start if start == 0 else start + window - stride
@@ -289,9 +289,10 @@ def teacher_forced_done_probs(model: WorldModel, tokens: list[torch.Tensor], act
     Returns:
         Per episode, float (L,): probability that frame t+1 shows success.
     """
-    device = next(model.parameters()).device
+    param = next(model.done_head.parameters())
     features = teacher_forced_pooled_features(model, tokens, actions, batch_size)
-    return [torch.sigmoid(model.done_head(f.to(device)).squeeze(-1).float()).cpu().numpy() for f in features]
+    return [torch.sigmoid(model.done_head(f.to(param.device, param.dtype)).squeeze(-1).float()).cpu().numpy()
+            for f in features]
 
 
 # -------------------------------------------------------------------------- frame metrics

@@ -123,7 +123,12 @@ class WorldModel(nn.Module):
 
     def done_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Done logit of each frame from its pooled hidden states: (B, T, h*w, D) -> (B, T)."""
-        return self.done_head(hidden.mean(dim=2)).squeeze(-1)
+        return self.done_head(self.done_features(hidden)).squeeze(-1)
+
+    @staticmethod
+    def done_features(hidden: torch.Tensor) -> torch.Tensor:
+        """The done head's input: each frame's hidden states averaged over its tokens, (..., h*w, D) -> (..., D)."""
+        return hidden.mean(dim=-2)
 
     def _embed_condition(
         self,
