@@ -13,13 +13,13 @@ Usage: python bench/collect.py [--task PickCube] [--steps 200] [--workers 2]
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
+from roboscape_r.cpu import use_lavapipe
 
-os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")
+use_lavapipe()
 
 
 def main() -> None:

@@ -24,7 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")
+from roboscape_r.cpu import use_lavapipe  # noqa: E402
+
+use_lavapipe()
 
 
 def ppo_steps_per_s(envs, num_steps: int, updates: int, out: Path, threads: int) -> tuple[float, float]:

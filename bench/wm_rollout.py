@@ -24,7 +24,9 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")
+from roboscape_r.cpu import use_lavapipe  # noqa: E402
+
+use_lavapipe()
 
 BATCHES = (1, 16, 64)
 WINDOW_CYCLE = 5

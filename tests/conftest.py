@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")
+from roboscape_r.cpu import use_lavapipe
+
+use_lavapipe()
 
 
 def make_episode(index: int, length: int, size: int = 16, task: str = "PickCube", scene: str = "id-default-wood",

@@ -5,15 +5,15 @@ Each stage's options come from its config dataclass (tyro turns field docstrings
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import tyro
 
+from roboscape_r.cpu import use_lavapipe
 
-os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")  # CPU rendering (lavapipe)
+use_lavapipe()  # CPU rendering
 
 USAGE = """usage: roboscape COMMAND [options]   (roboscape COMMAND --help for options)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing as mp
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roboscape_r.cpu import init_render_worker
 from roboscape_r.data import scenes as S
 from roboscape_r.data.format import (
     MANIFEST_NAME, DatasetError, atomic_write_json, config_hash, manifest_counts, new_manifest, read_manifest,
@@ -188,10 +188,7 @@ def record_episode(plan: EpisodePlan, config: CollectConfig) -> dict:
 
 
 def _worker_init(env_module: str | None) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")
+    init_render_worker()
     S.import_env_module(env_module)
     S.register_all()
 

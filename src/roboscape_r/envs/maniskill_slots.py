@@ -10,12 +10,12 @@ are gathered.
 
 from __future__ import annotations
 
-import os
 import traceback
 from typing import Any
 
 import numpy as np
 
+from roboscape_r.cpu import init_render_worker
 from roboscape_r.data import scenes as S
 from roboscape_r.envs.seeds import train_seed
 
@@ -116,10 +116,7 @@ class LocalHandle:
 
 
 def _group_worker(conn, group_kwargs: dict, env_module: str | None) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")
+    init_render_worker()
     group = None
     while True:
         method, args = conn.recv()

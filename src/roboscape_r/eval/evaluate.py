@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from roboscape_r.atomic import atomic_write_json
+from roboscape_r.cpu import init_render_worker
 from roboscape_r.data import scenes as S
 from roboscape_r.envs.seeds import EVAL_SEED_SCHEME
 from roboscape_r.eval.metrics import METRIC_DEFINITIONS, aggregate
@@ -128,10 +128,7 @@ def _pool_init(policy_source: Any, env_module: str | None) -> None:
 def _pool_run(jobs: list[EpisodeJob], horizon: int) -> list[dict]:
     global _POOL_WORKER
     if _POOL_WORKER is None:
-        import torch
-
-        torch.set_num_threads(1)  # one core per worker; the pool provides the parallelism
-        os.environ.setdefault("VK_ICD_FILENAMES", "/usr/share/vulkan/icd.d/lvp_icd.json")
+        init_render_worker()  # one core per worker; the pool provides the parallelism
         policy_source, env_module = _POOL_ARGS
         S.import_env_module(env_module)
         S.register_all()
