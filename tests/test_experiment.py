@@ -89,3 +89,16 @@ def test_tiny_experiment_runs_and_resumes(tmp_path):
     mtime = (out / "cells" / "general" / "seed0" / "cell.json").stat().st_mtime
     Experiment(preset, out).run()  # finished cells are skipped
     assert (out / "cells" / "general" / "seed0" / "cell.json").stat().st_mtime == mtime
+
+
+def test_cells_run_seed_by_seed_with_bc_first(tmp_path, monkeypatch):
+    preset = load_preset("small")
+    calls = []
+    monkeypatch.setattr(Experiment, "_train", lambda self, method, seed, out: calls.append((seed, method)) or 0)
+    monkeypatch.setattr(Experiment, "_evaluate", lambda self, policy_dir, seed, out: None)
+    experiment = Experiment({**preset, "reward_check": None, "wm_eval": None}, tmp_path / "run")
+    experiment._write_status("proxy", 0, status="done")  # finished cells are skipped
+    experiment.run()
+    order = ["bc", "general", "embedding", "proxy", "sim"]
+    expected = [(seed, method) for seed in (0, 1, 2) for method in order if (seed, method) != (0, "proxy")]
+    assert calls == expected

@@ -133,12 +133,15 @@ class Experiment:
 
     # ---------------------------------------------------------------- stages
     def run(self) -> None:
-        """BC first (PPO may start from it), then the PPO methods, then evaluation of each cell,
-        then the reward check and the world-model table."""
+        """Every cell (train, then evaluate), then the reward check and the world-model table.
+
+        Cells go seed by seed: all methods of the first seed, then of the next, BC first within a
+        seed (PPO may start from it). A run stopped part-way thus leaves whole comparisons.
+        """
         self._write_experiment({})
         order = [m for m in ("bc", *WORLD_MODEL_METHODS, "sim") if m in self.methods]
-        for method in order:
-            for seed in self.seeds:
+        for seed in self.seeds:
+            for method in order:
                 self._run_cell(method, seed)
         for name, stage in (("reward_check", self._reward_check), ("wm_eval", self._wm_eval)):
             if self.preset.get(name) is None:
