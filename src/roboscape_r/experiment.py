@@ -165,10 +165,13 @@ class Experiment:
             started = time.time()
             env_steps = self._train(method, seed, cell / "train")
             train_s = status.get("train_wall_s", 0.0) + time.time() - started
-            self._write_status(method, seed, status="trained", trained=True, train_wall_s=train_s, env_steps=env_steps)
+            # Revisions per cell: a run resumed over several sessions may span code changes.
+            self._write_status(method, seed, status="trained", trained=True, train_wall_s=train_s, env_steps=env_steps,
+                               train_git_revision=status.get("train_git_revision", git_revision()))
             started = time.time()
             self._evaluate(cell / "train", seed, cell / "eval")
-            self._write_status(method, seed, status="done", eval_wall_s=time.time() - started, error=None)
+            self._write_status(method, seed, status="done", eval_wall_s=time.time() - started, error=None,
+                               eval_git_revision=git_revision())
         except Exception as err:  # noqa: BLE001  (recorded; other cells still run)
             self._write_status(method, seed, status="failed", error=repr(err), traceback=traceback.format_exc())
             print(f"[experiment] {method} seed {seed} FAILED: {err!r}")

@@ -141,7 +141,9 @@ def write_cell(root: Path, method: str, seed: int, template: dict, describe: dic
     failed = method == "proxy"
     info = {"method": method, "seed": seed, "status": "failed" if failed else "done",
             "train_wall_s": 100.0 + seed, "eval_wall_s": 0.0 if failed else 30.0,
-            "env_steps": 0 if method == "bc" else 640}
+            "env_steps": 0 if method == "bc" else 640, "train_git_revision": "aaaaaaaaaaaaaaaa"}
+    if not failed:
+        info["eval_git_revision"] = "bbbbbbbbbbbbbbbb"
     if failed:
         info["error"] = "NonFiniteError: reward was NaN"
     atomic_write_json(cell / "cell.json", info)

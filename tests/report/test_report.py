@@ -76,9 +76,14 @@ def test_cli_writes_the_report_and_lists_missing_pieces(report):
 
 
 def test_header_names_preset_revision_and_perceptual_distance(report):
-    _, markdown, _, _ = report
+    run, markdown, _, _ = report
     assert markdown.startswith("# RoboScape-R experiment report: preset demo")
     assert "| git revision | 0123abc |" in markdown and "| date | 2025-01-02T03:04:05 |" in markdown
+    cells = [c for c in load_run(run).cells.values() if c.info is not None]
+    evaluated = sum("eval_git_revision" in c.info for c in cells)
+    assert 0 < evaluated < len(cells)
+    assert (f"| git revisions of the cells (train, evaluation) | aaaaaaaaaa ({len(cells)} stages), "
+            f"bbbbbbbbbb ({evaluated} stages) |") in markdown
     assert "| perceptual distance of the general reward | tokenizer-features-lpips |" in markdown
     assert "| ppo.total_timesteps | 640 |" in markdown
     methods = md_table(markdown, "Methods")

@@ -97,6 +97,19 @@ def training_description(run: RunData, method: str) -> tuple[str, str]:
     return "unknown (no env.json)", "unknown"
 
 
+def cell_revisions(run: RunData) -> str:
+    """The code revisions the cells were trained and evaluated at (a resumed run may span several)."""
+    seen: dict[str, int] = {}
+    for cell in run.cells.values():
+        for key in ("train_git_revision", "eval_git_revision"):
+            revision = (cell.info or {}).get(key)
+            if revision:
+                seen[revision] = seen.get(revision, 0) + 1
+    if not seen:
+        return "not recorded"
+    return ", ".join(f"{revision[:10]} ({n} stage{'s' if n > 1 else ''})" for revision, n in seen.items())
+
+
 def header_blocks(run: RunData) -> list[Block]:
     experiment = run.experiment or {}
     preset = experiment.get("preset", "unknown")
@@ -108,6 +121,7 @@ def header_blocks(run: RunData) -> list[Block]:
     ]
     rows = [["preset", preset], ["date", experiment.get("date", "unknown")],
             ["git revision", experiment.get("git_revision", "unknown")],
+            ["git revisions of the cells (train, evaluation)", cell_revisions(run)],
             ["tasks", ", ".join(map(str, experiment.get("tasks", []))) or "unknown"],
             ["methods", ", ".join(run.methods) or "none"], ["seeds", ", ".join(map(str, run.seeds)) or "none"],
             ["env steps per policy", count(experiment.get("env_steps_per_policy"))],
