@@ -36,6 +36,31 @@ def test_formula_on_hand_made_features():
     assert torch.allclose(lpips_distance([ones * 5], [ones]), torch.tensor([0.0]))  # scale-invariant per pixel
 
 
+def naive_lpips(features_a, features_b, eps=1e-10):
+    """The LPIPS formula as written: normalise each pixel's channels, difference, square, sum, average."""
+    total = 0
+    for a, b in zip(features_a, features_b):
+        unit_a = a / (a.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+        unit_b = b / (b.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+        total = total + (unit_a - unit_b).pow(2).sum(dim=1).mean(dim=(1, 2))
+    return total
+
+
+def test_formula_matches_normalise_then_difference_in_value_and_gradient():
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(3, 8, 5, 5), (3, 16, 2, 3)]
+    maps_a = [torch.randn(s, generator=generator, dtype=torch.float64, requires_grad=True) for s in shapes]
+    maps_b = [torch.randn(s, generator=generator, dtype=torch.float64) for s in shapes]
+    maps_b[0] = maps_b[0].clone()
+    maps_b[0][1] = maps_a[0][1].detach() * 3  # one sample at distance 0 (same directions)
+    ours, reference = lpips_distance(maps_a, maps_b), naive_lpips(maps_a, maps_b)
+    assert torch.allclose(ours, reference, atol=1e-9)
+    grads = torch.autograd.grad(ours.sum(), maps_a)
+    reference_grads = torch.autograd.grad(naive_lpips(maps_a, maps_b).sum(), maps_a)
+    for grad, reference_grad in zip(grads, reference_grads):
+        assert torch.allclose(grad, reference_grad, atol=1e-8)
+
+
 def test_zero_for_identical(distance, frames):
     assert torch.allclose(distance(frames, frames), torch.zeros(len(frames)), atol=1e-6)
 

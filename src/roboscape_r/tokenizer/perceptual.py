@@ -42,9 +42,15 @@ def lpips_distance(features_a: Sequence[torch.Tensor], features_b: Sequence[torc
     for map_a, map_b in zip(features_a, features_b):
         if map_a.shape != map_b.shape:
             raise ValueError(f"feature map shapes differ: {tuple(map_a.shape)} vs {tuple(map_b.shape)}")
-        unit_a = map_a / (map_a.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
-        unit_b = map_b / (map_b.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
-        layer = (unit_a - unit_b).pow(2).sum(dim=1).mean(dim=(1, 2))  # (B,)
+        # |a/p - b/q|^2 = |a|^2/p^2 + |b|^2/q^2 - 2 a.b/(pq), with p = |a| + eps, q = |b| + eps:
+        # the same value as normalising both maps and differencing them, with one full-size
+        # temporary (a * b) instead of five; the reward computes it on every world-model step.
+        norm_a = torch.linalg.vector_norm(map_a, dim=1)  # (B, H, W)
+        norm_b = torch.linalg.vector_norm(map_b, dim=1)
+        p, q = norm_a + eps, norm_b + eps
+        dot = (map_a * map_b).sum(dim=1)
+        squared = (norm_a / p).pow(2) + (norm_b / q).pow(2) - 2 * dot / (p * q)
+        layer = squared.clamp(min=0).mean(dim=(1, 2))  # (B,); clamp: rounding near identical features
         total = layer if total is None else total + layer
     return total
 
