@@ -25,6 +25,7 @@ commands:
   train-tokenizer    train the LFQ image tokenizer on a dataset's frames
   train-wm           train WM_act (--train.kind act) or WM_txt (--train.kind txt) on tokenised episodes
   refit-done         refit WM_act's done head on frozen features (weight decay, early stopping on validation episodes)
+  train-spatial-head fit a head that decodes a frame's tokens jointly (coherent WM_txt golden trajectories)
   eval-wm            score world models on held-out episodes per split (open loop, controllability, done, golden)
   train-policy       PPO inside the world model (--env wm, reward by name) or in ManiSkill (--env sim)
   train-bc           behaviour cloning from expert episodes (a baseline and a PPO warm start)
@@ -176,6 +177,19 @@ def _cmd_refit_done(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_train_spatial_head(argv: list[str]) -> int:
+    from roboscape_r.worldmodel.spatial_head_train import SpatialHeadTrainConfig, run_train_spatial_head
+
+    config = tyro.cli(SpatialHeadTrainConfig, args=argv, prog="roboscape train-spatial-head")
+    report = run_train_spatial_head(config)
+    before, after = report["before"]["val"], report["after"]["val"]
+    print(f"validation next-token cross-entropy {before['base_ce']:.3f} (backbone alone) -> {after['head_ce']:.3f} "
+          f"(with the head, step {report['chosen_step']}); token accuracy {before['base_accuracy']:.3f} -> "
+          f"{after['head_accuracy']:.3f}")
+    print(f"wrote {config.out / 'spatial_head.pt'} and {config.out / 'spatial_head.json'}")
+    return 0
+
+
 def _cmd_reward_check(argv: list[str]) -> int:
     from roboscape_r.reward.check import RewardCheckConfig, run_reward_check
     from roboscape_r.reward.check_report import format_reward_check
@@ -241,7 +255,8 @@ def _cmd_report(argv: list[str]) -> int:
 
 
 COMMANDS = {"collect": _cmd_collect, "data": _cmd_data, "train-tokenizer": _cmd_train_tokenizer,
-            "train-wm": _cmd_train_wm, "refit-done": _cmd_refit_done, "eval-wm": _cmd_eval_wm,
+            "train-wm": _cmd_train_wm, "refit-done": _cmd_refit_done,
+            "train-spatial-head": _cmd_train_spatial_head, "eval-wm": _cmd_eval_wm,
             "train-policy": _cmd_train_policy, "experiment": _cmd_experiment, "train-bc": _cmd_train_bc, "train-proxy-reward": _cmd_train_proxy_reward,
             "reward-check": _cmd_reward_check, "eval": _cmd_eval, "report": _cmd_report}
 

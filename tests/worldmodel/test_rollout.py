@@ -233,3 +233,33 @@ def test_token_level_api_checks_its_tokens():
     assert tokens.shape == (2, 4, 4) and tokens.dtype == torch.long and done_prob.shape == (2,)
     with pytest.raises(RuntimeError, match="no tokenizer"):
         rollout.step(torch.zeros(2, 3))
+
+
+def test_spatial_head_decodes_golden_trajectories():
+    from roboscape_r.worldmodel.spatial_head import SpatialARHead, SpatialHeadConfig
+
+    model = make_model("txt")
+    frames, instruction = random_frames(3), torch.randn(3, 8)
+    torch.manual_seed(1)
+    head = SpatialARHead(SpatialHeadConfig.for_world_model(model.config, width=16, n_layers=1, n_heads=2))
+    plain = WorldModelRollout(model, FakeTokenizer()).generate_golden(frames, instruction, 5)
+    # an untrained head adds nothing: greedy token-by-token decoding equals all-at-once decoding
+    untrained = WorldModelRollout(model, FakeTokenizer(), spatial_head=head).generate_golden(frames, instruction, 5)
+    assert torch.equal(untrained.frames_uint8, plain.frames_uint8)
+    torch.nn.init.normal_(head.out.weight, std=1.0)
+    trained = WorldModelRollout(model, FakeTokenizer(), spatial_head=head).generate_golden(frames, instruction, 5)
+    assert not torch.equal(trained.frames_uint8, plain.frames_uint8)
+
+    def sampled(seed):
+        rollout = WorldModelRollout(model, FakeTokenizer(), temperature=1.0, seed=seed, spatial_head=head)
+        return rollout.generate_golden(frames, instruction, 5).frames_uint8
+
+    assert torch.equal(sampled(3), sampled(3)) and not torch.equal(sampled(3), sampled(4))
+
+
+def test_spatial_head_of_another_grid_is_refused():
+    from roboscape_r.worldmodel.spatial_head import SpatialARHead, SpatialHeadConfig
+
+    head = SpatialARHead(SpatialHeadConfig(num_tokens=9, codebook_size=16, d_model=32, width=16, n_heads=2))
+    with pytest.raises(ValueError, match="built for 9 tokens"):
+        WorldModelRollout(make_model("txt"), FakeTokenizer(), spatial_head=head)

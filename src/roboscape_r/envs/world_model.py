@@ -72,6 +72,9 @@ class WorldModelEnvConfig:
     """WM_act checkpoint (or run folder): frames and done probability from actions."""
     wm_txt_path: Path = Path("checkpoints/small/wm_txt.pt")
     """WM_txt checkpoint (or run folder): golden trajectories; loaded only if the reward needs one."""
+    wm_txt_spatial_head_path: Path | None = None
+    """Spatial head fitted to WM_txt (`roboscape train-spatial-head`): golden frames are then decoded
+    token by token, jointly; None decodes each frame's tokens all at once."""
     dataset: Path = Path("data/train")
     """Dataset folder whose episodes' first frames, tasks and instructions start the episodes."""
     tasks: tuple[str, ...] = tuple(TASKS)
@@ -234,9 +237,15 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                                          window_keep_frames=config.window_keep_frames)
         self.golden_rollout = None
         if self.reward_fn.needs_golden:
+            head = None
+            if config.wm_txt_spatial_head_path is not None:
+                from roboscape_r.worldmodel.spatial_head import load_spatial_head
+
+                head = load_spatial_head(config.wm_txt_spatial_head_path, components.wm_txt, self.device)
             self.golden_rollout = WorldModelRollout(components.wm_txt, self.tokenizer,
                                                     temperature=config.txt_temperature, top_k=config.txt_top_k,
-                                                    seed=config.seed, window_keep_frames=config.window_keep_frames)
+                                                    seed=config.seed, window_keep_frames=config.window_keep_frames,
+                                                    spatial_head=head)
         self.golden_cache = GoldenCache(int(config.golden_cache_mb * 2**20))
         self._np_random, _ = seeding.np_random(config.seed)
         self._needs_reset = True

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -231,9 +232,10 @@ def open_loop_tokens(rollout: WorldModelRollout, context_tokens: torch.Tensor, a
 
 
 @torch.inference_mode()
-def teacher_forced_pooled_features(model: WorldModel, tokens: list[torch.Tensor], actions: list[torch.Tensor],
-                                   batch_size: int = 64, progress: bool = False) -> list[torch.Tensor]:
-    """The done head's input for every step of whole episodes, teacher-forced on the real frames.
+def teacher_forced_hidden(model: WorldModel, tokens: list[torch.Tensor], conditions: list[torch.Tensor],
+                          reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, batch_size: int = 64,
+                          progress: bool = False, desc: str = "teacher-forced features") -> list[torch.Tensor]:
+    """The backbone's hidden states for every step of whole episodes, teacher-forced on the real frames.
 
     Episodes longer than the model's context are cut into windows of `context_frames` frames
     every `context_frames // 2`; each step is scored by the window that gives it the most past
@@ -241,43 +243,63 @@ def teacher_forced_pooled_features(model: WorldModel, tokens: list[torch.Tensor]
     the end, which block-causal attention keeps from affecting earlier frames.
 
     Args:
-        model: WM_act.
+        model: WM_act or WM_txt.
         tokens: per episode, long (>= L, h, w); frame t for t < L is the input of step t.
-        actions: per episode, float (L, A).
+        conditions: per episode, WM_act: float (L, A) actions; WM_txt: float (text_dim,) instruction
+            embedding (then L = len(tokens)).
+        reduce: applied to each batch of hidden states (n, T, h*w, D) before they are kept (e.g.
+            the done head's pooling); None keeps them whole.
         batch_size: windows per forward.
         progress: show a tqdm bar over the batches of windows.
 
     Returns:
-        Per episode, float32 (L, d_model): frame t's hidden states averaged over its tokens, on the CPU.
+        Per episode, float32 (L, ...) on the CPU: step t's hidden states, reduced.
     """
     cfg = model.config
     device = next(model.parameters()).device
+    acting = cfg.cond == "act"
+    lengths = [len(c) if acting else len(t) for c, t in zip(conditions, tokens)]
     window, stride = cfg.context_frames, max(1, cfg.context_frames // 2)
     rows = []  # (episode, start)
-    for e, episode_actions in enumerate(actions):
-        length = len(episode_actions)
+    for e, length in enumerate(lengths):
         start = 0
         while True:
             rows.append((e, start))
             if start + window >= length:
                 break
             start += stride
-    features = [torch.zeros(len(a), cfg.d_model) for a in actions]
-    for first in tqdm(range(0, len(rows), batch_size), desc="done-head features", unit="batch", disable=not progress):
+    features: list[torch.Tensor | None] = [None] * len(lengths)
+    for first in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", disable=not progress):
         chunk = rows[first:first + batch_size]
         batch_tokens = torch.zeros(len(chunk), window, cfg.grid_h, cfg.grid_w, dtype=torch.long)
-        batch_actions = torch.zeros(len(chunk), window, cfg.action_dim)
         for i, (e, start) in enumerate(chunk):
-            stop = min(start + window, len(actions[e]))
+            stop = min(start + window, lengths[e])
             batch_tokens[i, : stop - start] = tokens[e][start:stop]
-            batch_actions[i, : stop - start] = actions[e][start:stop]
-        hidden = model.hidden_states(batch_tokens.to(device), actions=batch_actions.to(device))  # (n, T, h*w, D)
-        pooled = model.done_features(hidden).float().cpu()  # (n, T, D)
+        if acting:
+            batch_actions = torch.zeros(len(chunk), window, cfg.action_dim)
+            for i, (e, start) in enumerate(chunk):
+                stop = min(start + window, lengths[e])
+                batch_actions[i, : stop - start] = conditions[e][start:stop]
+            hidden = model.hidden_states(batch_tokens.to(device), actions=batch_actions.to(device))
+        else:
+            text = torch.stack([conditions[e] for e, _ in chunk]).float()
+            hidden = model.hidden_states(batch_tokens.to(device), instruction_embeddings=text.to(device))
+        kept = (hidden if reduce is None else reduce(hidden)).float().cpu()  # (n, T, ...)
         for i, (e, start) in enumerate(chunk):
-            stop = min(start + window, len(actions[e]))
+            if features[e] is None:
+                features[e] = torch.zeros(lengths[e], *kept.shape[2:])
+            stop = min(start + window, lengths[e])
             owned_from = start if start == 0 else start + window - stride
-            features[e][owned_from:stop] = pooled[i, owned_from - start : stop - start]
+            features[e][owned_from:stop] = kept[i, owned_from - start : stop - start]
     return features
+
+
+def teacher_forced_pooled_features(model: WorldModel, tokens: list[torch.Tensor], actions: list[torch.Tensor],
+                                   batch_size: int = 64, progress: bool = False) -> list[torch.Tensor]:
+    """The done head's input, float32 (L, d_model) per episode, for every step of whole WM_act
+    episodes (windows as in `teacher_forced_hidden`)."""
+    return teacher_forced_hidden(model, tokens, actions, model.done_features, batch_size, progress,
+                                 desc="done-head features")
 
 
 @torch.inference_mode()

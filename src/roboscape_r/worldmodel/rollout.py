@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import torch
 
+from roboscape_r.worldmodel.spatial_head import SpatialARHead, check_head_fits
 from roboscape_r.worldmodel.world_model import WorldModel, argmax_last_dim
 
 
@@ -93,6 +94,8 @@ class WorldModelRollout:
             (default context_frames // 2); see the module docstring.
         image_size: expected (H, W) of frames; default the tokenizer's `image_size` (or
             `config.image_size`) when it has one, else only the token grid it returns is checked.
+        spatial_head: a `SpatialARHead` fitted to `model`: each frame's tokens are then decoded one
+            at a time, jointly (see `spatial_head.py`); None decodes them all at once.
     """
 
     def __init__(
@@ -105,8 +108,13 @@ class WorldModelRollout:
         seed: int | None = None,
         window_keep_frames: int | None = None,
         image_size: tuple[int, int] | None = None,
+        spatial_head: SpatialARHead | None = None,
     ) -> None:
         cfg = model.config
+        if spatial_head is not None:
+            check_head_fits(spatial_head, cfg)
+            spatial_head.eval()
+        self.spatial_head = spatial_head
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
         if top_k is not None and not 1 <= top_k <= cfg.codebook_size:
@@ -343,6 +351,9 @@ class WorldModelRollout:
         at batch 64). On a GPU one launch over all rows is faster.
         """
         B, N, D = hidden.shape
+        if self.spatial_head is not None:
+            return self.spatial_head.decode(
+                hidden, lambda i: self.model.token_logits(hidden[:, i], current_tokens[:, i]), self._sample)
         flat = hidden.reshape(B * N, D)
         flat_current = current_tokens.reshape(B * N)
         chunk = HEAD_CHUNK_TOKENS if hidden.device.type == "cpu" else B * N
