@@ -342,3 +342,21 @@ def test_cli_runs_and_reports_bad_input_in_one_line(setup, tmp_path, capsys):
         main(["eval-wm", *common, "--wm-act", str(paths["wm_txt"]), "--out", str(tmp_path / "bad")])
     assert exit_info.value.code == 2
     assert "roboscape eval-wm: error: --wm-act:" in capsys.readouterr().err
+
+
+def test_spatial_head_needs_its_wm_txt_and_must_fit_it(setup, tmp_path):
+    from roboscape_r.checkpoint import save_checkpoint
+    from roboscape_r.worldmodel.spatial_head import SPATIAL_HEAD_KIND, SpatialARHead, SpatialHeadConfig
+
+    _, paths, _, _ = setup
+    head = SpatialARHead(SpatialHeadConfig(num_tokens=1, codebook_size=2, d_model=4, width=4, n_layers=1, n_heads=1))
+    path = save_checkpoint(tmp_path / "head.pt", kind=SPATIAL_HEAD_KIND, step=0, model_state=head.state_dict(),
+                           config={"head": head.config.to_dict()})
+    with pytest.raises(ValueError, match="--wm-txt-spatial-head needs --wm-txt"):
+        run_evaluation(eval_config(paths, tmp_path / "o1", wm_txt_spatial_head=path))
+    with pytest.raises(ValueError, match="was built for 1 tokens"):
+        run_evaluation(eval_config(paths, tmp_path / "o2", wm_txt=paths["wm_txt"], wm_txt_spatial_head=path),
+                       text_encoder=FakeTextEncoder())
+    with pytest.raises(CheckpointError, match="--wm-txt-spatial-head"):
+        run_evaluation(eval_config(paths, tmp_path / "o3", wm_txt=paths["wm_txt"], wm_txt_spatial_head=paths["wm_act"]),
+                       text_encoder=FakeTextEncoder())

@@ -59,6 +59,8 @@ class RewardCheckConfig:
     """WM_act checkpoint: the general reward's done probability (0 without it)."""
     wm_txt: Path | None = None
     """WM_txt checkpoint: the general reward's golden trajectories (the general reward is skipped without it)."""
+    wm_txt_spatial_head: Path | None = None
+    """Spatial head fitted to WM_txt (`roboscape train-spatial-head`): golden frames decoded token by token."""
     proxy: Path | None = None
     """Proxy reward checkpoint from `roboscape train-proxy-reward` (skipped without it)."""
     goals: Path | None = None
@@ -335,7 +337,13 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
         if text_encoder.dim != wm_txt.config.text_dim:
             raise ValueError(f"--wm-txt takes {wm_txt.config.text_dim}-D instruction embeddings but the text encoder "
                              f"makes {text_encoder.dim}-D ones; pass the --text-encoder it was trained with")
-        rollout = WorldModelRollout(wm_txt, tokenizer, temperature=config.temperature, seed=config.seed)
+        head = None
+        if config.wm_txt_spatial_head is not None:
+            from roboscape_r.worldmodel.spatial_head import load_spatial_head
+
+            head = load("--wm-txt-spatial-head", load_spatial_head, config.wm_txt_spatial_head, wm_txt, device)
+        rollout = WorldModelRollout(wm_txt, tokenizer, temperature=config.temperature, seed=config.seed,
+                                    spatial_head=head)
 
         def golden_fn(chunk: list[CheckEpisode], steps: int) -> torch.Tensor:
             embeddings = text_encoder.encode([e.instruction for e in chunk]).to(device)

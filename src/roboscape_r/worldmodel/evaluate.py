@@ -63,6 +63,8 @@ class EvalWMConfig:
     """WM_act checkpoint (file or run folder)."""
     wm_txt: Path | None = None
     """Optional WM_txt checkpoint (file or run folder): adds the golden-trajectory metrics."""
+    wm_txt_spatial_head: Path | None = None
+    """Spatial head fitted to WM_txt (`roboscape train-spatial-head`): golden frames decoded token by token."""
     out: Path = Path("runs/eval_wm")
     """Output folder: metrics.json, open_loop_grid.png, open_loop.gif."""
     horizons: tuple[int, ...] = (1, 4, 8, 16)
@@ -545,7 +547,8 @@ def check_compatible(tokenizer: Any, model: WorldModel, flag: str) -> None:
 
 def evaluate_world_models(config: EvalWMConfig, episodes: list[HeldOutEpisode], tokenizer: Any, wm_act: WorldModel,
                           perceptual: torch.nn.Module, wm_txt: WorldModel | None = None,
-                          text_encoder: Any | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                          text_encoder: Any | None = None,
+                          spatial_head: torch.nn.Module | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every metric of the module docstring, per split and over all episodes ("all").
 
     Args:
@@ -553,6 +556,7 @@ def evaluate_world_models(config: EvalWMConfig, episodes: list[HeldOutEpisode], 
         episodes: held-out episodes (see `load_heldout_episodes`), grouped by split in order.
         tokenizer: object with encode/decode, image_size, grid_size, codebook_size.
         wm_act: WM_act; wm_txt and text_encoder: optional WM_txt and its instruction encoder.
+        spatial_head: optional spatial head of WM_txt for the golden trajectories.
         perceptual: a PerceptualDistance (its `name` is reported).
 
     Returns:
@@ -582,7 +586,8 @@ def evaluate_world_models(config: EvalWMConfig, episodes: list[HeldOutEpisode], 
     successful = [i for i, e in enumerate(episodes) if e.success.any()]
     golden = {}
     if wm_txt is not None and successful:
-        golden_rollout = WorldModelRollout(wm_txt, tokenizer, temperature=config.temperature, seed=config.seed)
+        golden_rollout = WorldModelRollout(wm_txt, tokenizer, temperature=config.temperature, seed=config.seed,
+                                           spatial_head=spatial_head)
         results = evaluate_golden([episodes[i] for i in successful], golden_rollout, tokenizer, perceptual,
                                   text_encoder, config)
         golden = dict(zip(successful, results))
@@ -700,11 +705,19 @@ def run_evaluation(config: EvalWMConfig, *, text_encoder: Any | None = None) -> 
             raise ValueError(f"--wm-txt takes {wm_txt.config.text_dim}-D instruction embeddings but the "
                              f"{config.text_encoder!r} text encoder makes {text_encoder.dim}-D ones; pass --text-encoder "
                              "the model was trained with")
+    spatial_head = None
+    if config.wm_txt_spatial_head is not None:
+        if wm_txt is None:
+            raise ValueError("--wm-txt-spatial-head needs --wm-txt, the model it was fitted to")
+        from roboscape_r.worldmodel.spatial_head import load_spatial_head
+
+        spatial_head = load("--wm-txt-spatial-head", load_spatial_head, config.wm_txt_spatial_head, wm_txt)
     perceptual = make_perceptual_distance(tokenizer).to(device)
     episodes = load_heldout_episodes(config.data, tokenizer, episodes_per_split=config.episodes_per_split,
                                      seed=config.seed, action_dim=wm_act.config.action_dim,
                                      batch_size=4 * config.batch_size)
-    metrics, pictures = evaluate_world_models(config, episodes, tokenizer, wm_act, perceptual, wm_txt, text_encoder)
+    metrics, pictures = evaluate_world_models(config, episodes, tokenizer, wm_act, perceptual, wm_txt, text_encoder,
+                                              spatial_head)
     metrics = {
         "config": dataclasses.asdict(config),
         "models": {"tokenizer": {"path": config.tokenizer, "image_size": tokenizer.image_size,
