@@ -13,6 +13,11 @@ Output: `spatial_head.pt` (kind "spatial_head", tied to the world model's weight
 `spatial_head.json` (before/after cross-entropy and token accuracy on both splits, the curve).
 The backbone's own cross-entropy is the reference: the head can only lower it by modelling how the
 tokens of one frame depend on each other.
+
+Measured on the shipped WM_txt (checkpoints/small/README.md): fitted on the backbone's own training
+episodes, validation cross-entropy rose from the first check (2.313 -> 2.333); fitted on 27 fresh
+successful episodes it fell from 2.807 to 2.799 and then rose. Fit on episodes the backbone never
+saw, and many of them.
 """
 
 from __future__ import annotations
