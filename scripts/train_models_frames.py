@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--select-every", type=int, default=500,
                         help="world-model checkpoint interval; the best on held-out episodes is exported")
     parser.add_argument("--dropout", type=float, default=0.0, help="world-model dropout")
+    parser.add_argument("--wm-txt-spatial-head-layers", type=int, default=0,
+                        help="train WM_txt with a spatial head of this many blocks (joint decoding of a frame's tokens)")
     parser.add_argument("--tokenizer-channels", type=int, default=128)
     parser.add_argument("--tokenizer-init", type=Path, default=None,
                         help="use this trained tokenizer checkpoint instead of training one")
@@ -136,7 +138,9 @@ def main() -> None:
         started = time.time()
         steps = args.wm_txt_steps if kind == "txt" and args.wm_txt_steps else args.wm_steps
         seconds = args.wm_txt_seconds if kind == "txt" and args.wm_txt_seconds else args.wm_seconds
-        wm_config = WMTrainConfig(kind=kind, model=WorldModelConfig(cond=kind, dropout=args.dropout), steps=steps,
+        head_layers = args.wm_txt_spatial_head_layers if kind == "txt" else 0
+        model_config = WorldModelConfig(cond=kind, dropout=args.dropout, spatial_head_layers=head_layers)
+        wm_config = WMTrainConfig(kind=kind, model=model_config, steps=steps,
                                   batch_size=args.batch_size, device=args.device, bf16=args.bf16,
                                   time_limit_s=seconds, ckpt_every=args.select_every, keep_last=1000, log_every=50)
         result = train_world_model(wm_config, train_clips, None, args.out / f"wm_{kind}", text_encoder=text_encoder)

@@ -107,3 +107,53 @@ def test_training_lowers_the_cross_entropy_and_writes_a_loadable_head(tmp_path):
     assert head.config.num_tokens == 16
     with pytest.raises(ValueError, match="fitted to other world-model weights"):
         load_spatial_head(tmp_path / "head" / "spatial_head.pt", load_world_model(assets["wm_act_path"]))
+
+
+def joint_model(seed: int = 0, layers: int = 1) -> WorldModel:
+    torch.manual_seed(seed)
+    return WorldModel(WorldModelConfig(grid_h=2, grid_w=3, codebook_size=V, d_model=D, n_layers=1, n_heads=2,
+                                       context_frames=4, cond="txt", text_dim=8, spatial_head_layers=layers,
+                                       spatial_head_width=16)).eval()
+
+
+def test_a_joint_head_is_neutral_at_init_and_teacher_forced_within_the_next_frame():
+    with_head, without = joint_model(layers=1), joint_model(layers=0)
+    assert all(torch.equal(p, without.state_dict()[k]) for k, p in with_head.state_dict().items()
+               if not k.startswith("spatial_head."))  # the backbone is initialised the same
+    tokens, text = torch.randint(0, V, (2, 3, 2, 3)), torch.randn(2, 8)
+    assert torch.allclose(with_head(tokens, instruction_embeddings=text).next_token_logits,
+                          without(tokens, instruction_embeddings=text).next_token_logits)
+    torch.nn.init.normal_(with_head.spatial_head.out.weight, std=0.5)
+    logits = with_head(tokens, instruction_embeddings=text).next_token_logits  # (2, 3, 6, V)
+    changed = tokens.clone()
+    changed[:, 2, 0, 1] = (changed[:, 2, 0, 1] + 1) % V  # frame 2, token 1
+    after = with_head(changed, instruction_embeddings=text).next_token_logits
+    assert torch.allclose(after[:, 0], logits[:, 0], atol=1e-5)  # frame 0 predicts frame 1: untouched
+    assert torch.allclose(after[:, 1, :2], logits[:, 1, :2], atol=1e-5)  # frame 2's tokens 0, 1: untouched
+    assert not torch.allclose(after[:, 1, 2:], logits[:, 1, 2:], atol=1e-5)  # later tokens see token 1
+
+
+def test_a_joint_head_trains_and_drives_the_rollout():
+    from roboscape_r.worldmodel.rollout import WorldModelRollout
+    from roboscape_r.worldmodel.world_model import world_model_losses
+
+    model = joint_model(layers=1).train()
+    tokens, text = torch.randint(0, V, (4, 4, 2, 3)), torch.randn(4, 8)
+    done = torch.zeros(4, 4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss = world_model_losses(model(tokens, instruction_embeddings=text), tokens, done).token_ce
+        first = loss.item() if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < first - 0.5 and model.spatial_head.out.weight.abs().sum() > 0
+    model.eval()
+    rollout = WorldModelRollout(model, None)
+    assert rollout.spatial_head is model.spatial_head  # the model's own head by default
+    rollout.reset_tokens(tokens[:, 0], text)
+    predicted = rollout.step_tokens().tokens  # greedy, one token at a time
+    with torch.no_grad():  # teacher forcing on the predicted frame picks the same tokens
+        forced = model(torch.stack([tokens[:, 0], predicted], dim=1), instruction_embeddings=text)
+    assert torch.equal(forced.next_token_logits[:, 0].argmax(-1), predicted.reshape(4, -1))

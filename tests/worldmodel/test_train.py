@@ -275,3 +275,18 @@ def test_init_weights_starts_from_a_trained_model(tmp_path):
     wider = dict_replace(config, model=dict_replace(config.model, d_model=config.model.d_model * 2))
     with pytest.raises(CheckpointError, match="same architecture"):
         train_world_model(wider, clips, None, tmp_path / "wider")
+
+
+def test_init_weights_may_add_a_spatial_head(tmp_path):
+    from roboscape_r.worldmodel.train import load_world_model
+
+    clips = make_clips()
+    first = train_world_model(tiny_train_config(steps=2), clips, None, tmp_path / "first")
+    base = tiny_train_config(steps=2)
+    config = dict_replace(base, init_weights=str(first.checkpoint), lr=1e-12, warmup_steps=0,
+                          model=dict_replace(base.model, spatial_head_layers=1, spatial_head_width=16))
+    tuned = load_world_model(train_world_model(config, clips, None, tmp_path / "tuned").checkpoint)
+    source = load_world_model(first.checkpoint)
+    assert tuned.spatial_head is not None and source.spatial_head is None
+    for name, value in source.state_dict().items():  # the backbone starts from the source weights
+        assert torch.allclose(tuned.state_dict()[name], value, atol=1e-6), name

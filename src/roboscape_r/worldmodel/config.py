@@ -54,6 +54,12 @@ class WorldModelConfig:
     """Initial value of a learned logit bonus for repeating, at each position, the current frame's
     token (a copy mechanism). Consecutive frames share most tokens, so copying is the right
     default and the head only has to learn what changes; 0 disables it."""
+    spatial_head_layers: int = 0
+    """Causal transformer blocks of a spatial head trained with the model (`spatial_head.py`): each
+    frame's tokens are then decoded one at a time, jointly, instead of all at once. Meant for WM_txt,
+    whose golden frames are samples of a many-valued future; 0 (no head) keeps one forward per frame."""
+    spatial_head_width: int = 128
+    """Width of that head (divisible by n_heads)."""
 
     def __post_init__(self) -> None:
         positive = {
@@ -80,6 +86,11 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.cond must be 'act' or 'txt', got {self.cond!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"WorldModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.spatial_head_layers, int) or self.spatial_head_layers < 0:
+            raise ValueError(f"WorldModelConfig.spatial_head_layers must be an int >= 0, got {self.spatial_head_layers!r}")
+        if self.spatial_head_layers and (self.spatial_head_width < 1 or self.spatial_head_width % self.n_heads):
+            raise ValueError(f"WorldModelConfig.spatial_head_width ({self.spatial_head_width}) must be a positive "
+                             f"multiple of n_heads ({self.n_heads})")
 
     @property
     def tokens_per_frame(self) -> int:

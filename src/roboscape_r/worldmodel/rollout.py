@@ -95,7 +95,8 @@ class WorldModelRollout:
         image_size: expected (H, W) of frames; default the tokenizer's `image_size` (or
             `config.image_size`) when it has one, else only the token grid it returns is checked.
         spatial_head: a `SpatialARHead` fitted to `model`: each frame's tokens are then decoded one
-            at a time, jointly (see `spatial_head.py`); None decodes them all at once.
+            at a time, jointly (see `spatial_head.py`); default the model's own head if it was
+            trained with one, else none (all tokens of a frame at once).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class WorldModelRollout:
         spatial_head: SpatialARHead | None = None,
     ) -> None:
         cfg = model.config
+        spatial_head = spatial_head if spatial_head is not None else getattr(model, "spatial_head", None)
         if spatial_head is not None:
             check_head_fits(spatial_head, cfg)
             spatial_head.eval()

@@ -211,10 +211,19 @@ def _train(
         step = ckpt["step"]
     elif config.init_weights is not None:
         init = load_world_model(config.init_weights, kind=model_config.kind)
-        if init.config.to_dict() != model_config.to_dict():
+        # A model without a spatial head may start one that has a new head (a zero correction at first).
+        adds_head = init.config.spatial_head_layers == 0 and model_config.spatial_head_layers > 0
+        head_fields = ("spatial_head_layers", "spatial_head_width")
+        comparable = dataclasses.replace(model_config, **{f: getattr(init.config, f) for f in head_fields}) \
+            if adds_head else model_config
+        if init.config.to_dict() != comparable.to_dict():
             raise CheckpointError(f"init_weights {config.init_weights} has model config {init.config.to_dict()}, "
-                                  f"this run builds {model_config.to_dict()}; fine-tune with the same architecture")
-        model.load_state_dict(init.state_dict())
+                                  f"this run builds {model_config.to_dict()}; fine-tune with the same architecture "
+                                  "(adding a spatial head is the one change allowed)")
+        missing, unexpected = model.load_state_dict(init.state_dict(), strict=not adds_head)
+        if unexpected or any(not key.startswith("spatial_head.") for key in missing):
+            raise CheckpointError(f"init_weights {config.init_weights} does not fit this model: missing {missing}, "
+                                  f"unexpected {unexpected}")
     last_good = newest
 
     if rank == 0:

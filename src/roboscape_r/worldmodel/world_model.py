@@ -56,6 +56,12 @@ class WorldModel(nn.Module):
         self.done_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         init_weights(self, config.n_layers)
         self.copy_logit = nn.Parameter(torch.tensor(float(config.copy_prior))) if config.copy_prior else None
+        self.spatial_head = None  # built last, with its own initialisation (a zero correction)
+        if config.spatial_head_layers:
+            from roboscape_r.worldmodel.spatial_head import SpatialARHead, SpatialHeadConfig
+
+            self.spatial_head = SpatialARHead(SpatialHeadConfig.for_world_model(
+                config, width=config.spatial_head_width, n_layers=config.spatial_head_layers, n_heads=config.n_heads))
 
     def new_kv_cache(self, batch_size: int) -> KVCache:
         """An empty KV cache for `batch_size` sequences, on this model's device and dtype."""
@@ -79,14 +85,22 @@ class WorldModel(nn.Module):
             kv_cache: optional; the T frames follow the cached ones and are appended to it.
 
         Returns:
-            WorldModelOutput(next_token_logits (B, T, h*w, V), done_logits (B, T)).
+            WorldModelOutput(next_token_logits (B, T, h*w, V), done_logits (B, T)). With a spatial
+            head, the logits of token i of frame t+1 (t < T-1) are teacher-forced on that frame's
+            true tokens before i, taken from `tokens`; the last frame's stay the backbone's.
 
         Raises:
             ValueError: wrong shapes, or the conditioning of the other model kind.
         """
         hidden = self.hidden_states(tokens, actions, instruction_embeddings, kv_cache)  # (B, T, h*w, D)
         B, T, H, W = tokens.shape
-        return WorldModelOutput(self.token_logits(hidden, tokens.reshape(B, T, H * W)), self.done_logits(hidden))
+        logits = self.token_logits(hidden, tokens.reshape(B, T, H * W))
+        if self.spatial_head is not None and T > 1:
+            N, D = H * W, hidden.shape[-1]
+            delta = self.spatial_head.delta_logits(hidden[:, :-1].reshape(B * (T - 1), N, D),
+                                                   tokens[:, 1:].reshape(B * (T - 1), N))
+            logits = torch.cat([logits[:, :-1] + delta.view(B, T - 1, N, -1).to(logits.dtype), logits[:, -1:]], dim=1)
+        return WorldModelOutput(logits, self.done_logits(hidden))
 
     def token_logits(self, hidden: torch.Tensor, current_tokens: torch.Tensor) -> torch.Tensor:
         """Next-frame token logits (..., V) from hidden states (..., D) and the tokens (...) at
