@@ -6,6 +6,7 @@ episodes are tokenised once here and `train_world_model` crops random clips from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,3 +50,39 @@ def tokenized_episodes(root: Path, tokenizer, tokenizer_path: Path, cache_dir: P
     with atomic_path(cache) as tmp:
         torch.save(episodes, tmp)
     return episodes
+
+
+def fit_and_val_episodes(data: Path, val_data: Path | None, tokenizer, tokenizer_path: Path, cache_dir: Path, *,
+                         val_fraction: float, split_seed: int, keep: Callable[[dict], bool] | None = None,
+                         kept: str = "") -> dict[str, list[dict]]:
+    """Tokenised episodes to fit on ("train") and to choose on ("val"), for the frozen-backbone fits.
+
+    With `val_data`, all of `data` and all of `val_data`; without it, an episode split of `data`
+    (`val_fraction`, `split_seed`). Both datasets are checked before any tokenising, so a wrong path
+    fails at once. `keep` filters episodes (`kept` names the filter in errors, e.g. "successful ").
+
+    Raises:
+        roboscape_r.data.format.DatasetError: no dataset at `data` or `val_data`.
+        ValueError: a split keeps no episodes.
+    """
+    for root in (data, val_data):
+        if root is not None:
+            read_manifest(Path(root))
+    if val_data is None:
+        splits = {name: tokenized_episodes(Path(data), tokenizer, Path(tokenizer_path), cache_dir, split=name,
+                                           val_fraction=val_fraction, seed=split_seed)
+                  for name in ("train", "val")}
+    else:
+        splits = {name: tokenized_episodes(Path(root), tokenizer, Path(tokenizer_path), cache_dir, split="all")
+                  for name, root in (("train", data), ("val", val_data))}
+    if keep is not None:
+        splits = {name: [e for e in episodes if keep(e)] for name, episodes in splits.items()}
+    for name, episodes in splits.items():
+        if not episodes:
+            if val_data is None:
+                where = f"--data {data} at --val-fraction {val_fraction}"
+            else:
+                where = f"--data {data}" if name == "train" else f"--val-data {val_data}"
+            raise ValueError(f"{where} gives no {kept}{name} episodes")
+    return splits
+

@@ -180,9 +180,8 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
         ValueError: tokenizer and WM_act disagree, or the episodes lack successes or failures.
     """
     from roboscape_r.checkpoint import load_checkpoint, save_checkpoint
-    from roboscape_r.data.format import read_manifest
     from roboscape_r.tokenizer import load_tokenizer
-    from roboscape_r.worldmodel.data import tokenized_episodes
+    from roboscape_r.worldmodel.data import fit_and_val_episodes
     from roboscape_r.worldmodel.evaluate import check_compatible
     from roboscape_r.worldmodel.train import load_world_model
 
@@ -193,24 +192,10 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
     model = load_world_model(wm_path, "act")
     tokenizer = load_tokenizer(config.tokenizer)
     check_compatible(tokenizer, model, "--wm-act")
-    for root in (config.data, config.val_data):  # fail before minutes of tokenising, not after
-        if root is not None:
-            read_manifest(Path(root))
     cache = config.cache_dir or Path(config.out) / "token_cache"
-    if config.val_data is None:
-        splits = {name: tokenized_episodes(Path(config.data), tokenizer, Path(config.tokenizer), cache, split=name,
-                                           val_fraction=config.val_fraction, seed=config.split_seed)
-                  for name in ("train", "val")}
-    else:
-        splits = {name: tokenized_episodes(Path(root), tokenizer, Path(config.tokenizer), cache, split="all")
-                  for name, root in (("train", config.data), ("val", config.val_data))}
-    for name, episodes in splits.items():
-        if not episodes:
-            if config.val_data is None:
-                where = f"--data {config.data} at --val-fraction {config.val_fraction}"
-            else:
-                where = f"--data {config.data}" if name == "train" else f"--val-data {config.val_data}"
-            raise ValueError(f"{where} gives no {name} episodes")
+    splits = fit_and_val_episodes(Path(config.data), config.val_data, tokenizer, Path(config.tokenizer), cache,
+                                  val_fraction=config.val_fraction, split_seed=config.split_seed)
+    for episodes in splits.values():
         if episodes[0]["actions"].shape[1] != model.config.action_dim:
             raise ValueError(f"--data has {episodes[0]['actions'].shape[1]}-D actions but --wm-act takes "
                              f"{model.config.action_dim}-D ones")

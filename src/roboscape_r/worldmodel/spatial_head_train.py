@@ -145,9 +145,8 @@ def run_train_spatial_head(config: SpatialHeadTrainConfig) -> dict[str, Any]:
         ValueError: tokenizer and world model disagree, or a split has no (successful) episodes.
     """
     from roboscape_r.checkpoint import save_checkpoint
-    from roboscape_r.data.format import read_manifest
     from roboscape_r.tokenizer import load_tokenizer
-    from roboscape_r.worldmodel.data import tokenized_episodes
+    from roboscape_r.worldmodel.data import fit_and_val_episodes
     from roboscape_r.worldmodel.evaluate import check_compatible
     from roboscape_r.worldmodel.spatial_head import SPATIAL_HEAD_KIND, SpatialARHead, SpatialHeadConfig, weights_digest
     from roboscape_r.worldmodel.train import load_world_model
@@ -158,24 +157,12 @@ def run_train_spatial_head(config: SpatialHeadTrainConfig) -> dict[str, Any]:
     model = load_world_model(config.wm).requires_grad_(False)
     tokenizer = load_tokenizer(config.tokenizer)
     check_compatible(tokenizer, model, "--wm")
-    for root in (config.data, config.val_data):  # fail before minutes of tokenising, not after
-        if root is not None:
-            read_manifest(Path(root))
-    cache = config.cache_dir or Path(config.out) / "token_cache"
-    if config.val_data is None:
-        splits = {name: tokenized_episodes(Path(config.data), tokenizer, Path(config.tokenizer), cache, split=name,
-                                           val_fraction=config.val_fraction, seed=config.split_seed)
-                  for name in ("train", "val")}
-    else:
-        splits = {name: tokenized_episodes(Path(root), tokenizer, Path(config.tokenizer), cache, split="all")
-                  for name, root in (("train", config.data), ("val", config.val_data))}
     successful_only = model.config.cond == "txt" if config.successful_only is None else config.successful_only
-    if successful_only:
-        splits = {name: [e for e in eps if bool(e["success"].any())] for name, eps in splits.items()}
-    for name, episodes in splits.items():
-        if not episodes:
-            source = config.data if name == "train" or config.val_data is None else config.val_data
-            raise ValueError(f"{source} gives no {'successful ' if successful_only else ''}{name} episodes")
+    cache = config.cache_dir or Path(config.out) / "token_cache"
+    splits = fit_and_val_episodes(Path(config.data), config.val_data, tokenizer, Path(config.tokenizer), cache,
+                                  val_fraction=config.val_fraction, split_seed=config.split_seed,
+                                  keep=(lambda e: bool(e["success"].any())) if successful_only else None,
+                                  kept="successful " if successful_only else "")
     text_encoder = None
     if model.config.cond == "txt":
         from roboscape_r.worldmodel.text_encoder import make_text_encoder
