@@ -7,7 +7,7 @@ future is many-valued (when and how fast the arm moves); measured on the shipped
 decoding then blurs the arm and stays still, and sampling every token independently mixes
 incompatible futures until the scene dissolves (checkpoints/small/README.md).
 
-This head fixes that without retraining the backbone. Given the backbone's hidden states of
+This head decodes a frame's tokens jointly instead. Given the backbone's hidden states of
 frame t, h_t[1..N], it decodes the tokens z_1..z_N of frame t+1 in raster order with a small
 causal transformer:
 
@@ -16,9 +16,12 @@ causal transformer:
 
 The backbone's own logits stay the base and the head adds a correction that depends on the tokens
 already chosen; `out` starts at zero, so an untrained head decodes exactly like the backbone.
-Training (`spatial_head_train.py`) freezes the world model and fits the head by teacher forcing.
-Decoding costs N small sequential forwards per frame, affordable for golden trajectories (made
-once per start and cached); WM_act steps keep the one-forward decoding.
+It is either fitted on a frozen world model by teacher forcing (`spatial_head_train.py`) or
+trained with the model (`WorldModelConfig.spatial_head_layers`). Fitted on the shipped WM_txt it
+gained almost nothing (checkpoints/small/README.md): the joint structure it can learn there is
+small next to the backbone's uncertainty. Decoding costs N small sequential forwards per frame,
+affordable for golden trajectories (made once per start and cached); models without a head keep
+the one-forward decoding.
 """
 
 from __future__ import annotations
