@@ -23,7 +23,6 @@ saw, and many of them.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from roboscape_r.atomic import atomic_write_json
+from roboscape_r.tokenizer.train import StepBatchSampler, WarmupCosine
 
 
 @dataclass(frozen=True)
@@ -177,16 +177,8 @@ def run_train_spatial_head(config: SpatialHeadTrainConfig) -> dict[str, Any]:
     head = SpatialARHead(SpatialHeadConfig.for_world_model(model.config, width=config.width, n_layers=config.n_layers,
                                                            n_heads=config.n_heads))
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warmup = min(100, config.steps // 10)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, config.steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    generator = torch.Generator().manual_seed(config.seed)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(min(100, config.steps // 10), config.steps, 0.1))
+    sampler = StepBatchSampler(len(train.hidden), config.batch_size, config.seed, 0, config.steps)
     head.eval()
     before = {"train": score(model, head, train), "val": score(model, head, val)}
     best = {"step": 0, **before["val"]}
@@ -195,7 +187,7 @@ def run_train_spatial_head(config: SpatialHeadTrainConfig) -> dict[str, Any]:
     bar = tqdm(range(1, config.steps + 1), desc="spatial head", unit="step", disable=not config.progress)
     for step in bar:
         head.train()
-        index = torch.randint(len(train.hidden), (config.batch_size,), generator=generator)
+        index = torch.tensor(sampler.batch_indices(step - 1))
         hidden, target = train.hidden[index], train.target[index]
         with torch.no_grad():
             base = model.token_logits(hidden, train.current[index]).float()

@@ -99,7 +99,7 @@ class WorldModel(nn.Module):
             N, D = H * W, hidden.shape[-1]
             delta = self.spatial_head.delta_logits(hidden[:, :-1].reshape(B * (T - 1), N, D),
                                                    tokens[:, 1:].reshape(B * (T - 1), N))
-            logits = torch.cat([logits[:, :-1] + delta.view(B, T - 1, N, -1).to(logits.dtype), logits[:, -1:]], dim=1)
+            logits[:, :-1] += delta.view(B, T - 1, N, -1).to(logits.dtype)  # in place: no copy of the logits
         return WorldModelOutput(logits, self.done_logits(hidden))
 
     def token_logits(self, hidden: torch.Tensor, current_tokens: torch.Tensor) -> torch.Tensor:
