@@ -12,7 +12,9 @@ Prints, for 64x64 frames:
     batch-64 step.
 Targets: at batch 64, >= 10x ManiSkill's single-env steps/s and >= 30% of the matmul peak.
 
-Usage: python bench/wm_rollout.py [--threads 1] [--maniskill-steps 100]
+Usage: python bench/wm_rollout.py [--threads 1] [--maniskill-steps 100] [--device cuda --batches 1,16,64,256]
+On a GPU (`--device cuda`) the matmul peak and every timing are measured on that device; with
+`--maniskill-steps 0` (a machine without ManiSkill) the ManiSkill columns are left out.
 """
 
 from __future__ import annotations
@@ -34,17 +36,30 @@ WINDOW_CYCLE = 5
 one re-encoding step then four cached steps. Timed spans are whole periods."""
 
 
-def matmul_peak_flops(sizes=(1024, 2048), repeats: int = 10) -> float:
-    """Best fp32 FLOP/s of torch.mm on square matrices."""
+def synchronize(device) -> None:
+    """Wait for queued GPU work, so wall-clock timings cover it (no-op on a CPU)."""
     import torch
 
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_flops(sizes=(1024, 2048), repeats: int = 10, device="cpu") -> float:
+    """Best fp32 FLOP/s of torch.mm on square matrices (on a GPU, 4096 too: small ones do not fill it)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        sizes = (*sizes, 4096)
     best = 0.0
     for n in sizes:
-        a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        a, b, c = (torch.randn(n, n, device=device), torch.randn(n, n, device=device),
+                   torch.empty(n, n, device=device))
         torch.mm(a, b, out=c)
         for _ in range(repeats):
+            synchronize(device)
             start = time.perf_counter()
             torch.mm(a, b, out=c)
+            synchronize(device)
             best = max(best, 2 * n**3 / (time.perf_counter() - start))
     return best
 
@@ -65,9 +80,11 @@ def make_rollout(model, tokenizer, batch: int, temperature: float = 0.0):
 
 
 def seconds_per_step(rollout, actions, steps: int) -> float:
+    synchronize(rollout.device)
     start = time.perf_counter()
     for _ in range(steps):
         rollout.step(actions)
+    synchronize(rollout.device)
     return (time.perf_counter() - start) / steps
 
 
@@ -102,7 +119,11 @@ def main() -> None:
     parser.add_argument("--maniskill-steps", type=int, default=100)
     parser.add_argument("--task", default="PickCube")
     parser.add_argument("--scene", default="id-default-wood")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda to time the world model on a GPU")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)),
+                        help="comma-separated batch sizes (64 is always included: the targets are at 64)")
     args = parser.parse_args()
+    batches = sorted({int(b) for b in args.batches.split(",") if b.strip()} | {64})
 
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
@@ -113,20 +134,24 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    tokenizer = Tokenizer(TokenizerConfig()).eval()
-    model = WorldModel(WorldModelConfig()).eval()
+    device = torch.device(args.device)
+    tokenizer = Tokenizer(TokenizerConfig()).eval().to(device)
+    model = WorldModel(WorldModelConfig()).eval().to(device)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"{time.strftime('%Y-%m-%d %H:%M')}  CPU: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), load average at start {os.getloadavg()[0]:.1f}")
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)} (fp32, TF32 matmuls "
+              f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})")
     print(f"world model: default WorldModelConfig ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), "
           f"tokenizer: default TokenizerConfig ({sum(p.numel() for p in tokenizer.parameters()) / 1e6:.2f}M params); "
           "random init, greedy decoding")
 
-    peak = matmul_peak_flops()
-    print(f"fp32 matmul peak (square 1024/2048, best of 10): {peak / 1e9:8.1f} GFLOP/s")
+    peak = matmul_peak_flops(device=device)
+    print(f"fp32 matmul peak (square, best of 10) on {device.type}: {peak / 1e9:8.1f} GFLOP/s")
 
     wm_steps_per_s, step_seconds = {}, {}
-    for batch in BATCHES:
+    for batch in batches:
         rollout, actions = make_rollout(model, tokenizer, batch)
         cycles = args.cycles * (4 if batch == 1 else 1)
         step_seconds[batch] = seconds_per_step(rollout, actions, cycles * WINDOW_CYCLE)
@@ -143,21 +168,26 @@ def main() -> None:
     step_flops = transformer_flops + decode_flops
     achieved = step_flops / step_seconds[64]
 
-    frames = torch.randint(0, 256, (64, 64, 64, 3), dtype=torch.uint8)
+    frames = torch.randint(0, 256, (64, 64, 64, 3), dtype=torch.uint8, device=device)
     with torch.inference_mode():
         tokenizer.encode(frames)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(3):
             codes = tokenizer.encode(frames)
+        synchronize(device)
         encode_fps = 3 * 64 / (time.perf_counter() - start)
         tokenizer.decode(codes)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(3):
             tokenizer.decode(codes)
+        synchronize(device)
         decode_fps = 3 * 64 / (time.perf_counter() - start)
 
     rollout, actions = make_rollout(model, tokenizer, 64)
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as profiler:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.inference_mode(), profile(activities=activities) as profiler:
         for _ in range(WINDOW_CYCLE):
             with record_function("rollout.step_tokens (transformer + token choice)"):
                 step_tokens = rollout.step_tokens(actions).tokens
@@ -165,30 +195,39 @@ def main() -> None:
                 tokenizer.decode(step_tokens)
     wm_rss = maxrss_mib()
 
-    sim_steps_per_s = maniskill_steps_per_s(args.task, args.scene, args.maniskill_steps)
+    sim = maniskill_steps_per_s(args.task, args.scene, args.maniskill_steps) if args.maniskill_steps > 0 else None
 
-    print(f"\n{'batch':>5} {'ms/step':>9} {'WM env steps/s':>15} {'ManiSkill steps/s':>18} {'ratio':>7}")
-    for batch in BATCHES:
-        print(f"{batch:>5} {step_seconds[batch] * 1e3:>9.1f} {wm_steps_per_s[batch]:>15.1f} {sim_steps_per_s:>18.1f} "
-              f"{wm_steps_per_s[batch] / sim_steps_per_s:>7.2f}")
-    print(f"(ManiSkill: {args.task} {args.scene}, 1 env, 64x64 RGB, {args.maniskill_steps} random-action steps)")
+    print(f"\n{'batch':>5} {'ms/step':>9} {'WM env steps/s':>15}" + (f" {'ManiSkill steps/s':>18} {'ratio':>7}" if sim else ""))
+    for batch in batches:
+        row = f"{batch:>5} {step_seconds[batch] * 1e3:>9.1f} {wm_steps_per_s[batch]:>15.1f}"
+        print(row + (f" {sim:>18.1f} {wm_steps_per_s[batch] / sim:>7.2f}" if sim else ""))
+    if sim:
+        print(f"(ManiSkill: {args.task} {args.scene}, 1 env, 64x64 RGB, {args.maniskill_steps} random-action steps)")
+    else:
+        print("(ManiSkill not measured: --maniskill-steps 0)")
     print(f"\nFLOPs per batch-64 step: {step_flops / 1e9:.2f} G (transformer + head {transformer_flops / 1e9:.2f} G, "
           f"tokenizer decode {decode_flops / 1e9:.2f} G)")
     print(f"achieved at batch 64: {achieved / 1e9:.1f} GFLOP/s = {100 * achieved / peak:.1f}% of the measured matmul peak")
     floor_seconds = step_flops / peak
-    print(f"at 100% of that peak a batch-64 step would take {floor_seconds * 1e3:.0f} ms: {64 / floor_seconds:.0f} env "
-          f"steps/s = {64 / floor_seconds / sim_steps_per_s:.1f}x ManiSkill")
+    print(f"at 100% of that peak a batch-64 step would take {floor_seconds * 1e3:.1f} ms: {64 / floor_seconds:.0f} env "
+          f"steps/s" + (f" = {64 / floor_seconds / sim:.1f}x ManiSkill" if sim else ""))
     print(f"tokenizer at batch 64: encode {encode_fps:.0f} frames/s, decode {decode_fps:.0f} frames/s")
     print(f"peak memory (maxrss): {wm_rss:.0f} MiB after the world-model runs, {maxrss_mib():.0f} MiB with ManiSkill")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
 
-    ratio_64 = wm_steps_per_s[64] / sim_steps_per_s
-    print(f"\ntarget batch-64 WM env steps/s >= 10x ManiSkill: {ratio_64:.2f}x -> {'MET' if ratio_64 >= 10 else 'NOT MET'}")
+    if sim:
+        ratio_64 = wm_steps_per_s[64] / sim
+        print(f"\ntarget batch-64 WM env steps/s >= 10x ManiSkill: {ratio_64:.2f}x -> {'MET' if ratio_64 >= 10 else 'NOT MET'}")
     print(f"target >= 30% of matmul peak: {100 * achieved / peak:.1f}% -> {'MET' if achieved >= 0.3 * peak else 'NOT MET'}")
 
-    print(f"\ntorch.profiler, batch 64, {WINDOW_CYCLE} steps (one window period), top 10 by self CPU time:")
-    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=40))
-    ranges = {e.key: e.cpu_time_total for e in profiler.key_averages() if e.key.startswith(("rollout.", "tokenizer."))}
-    total = sum(ranges.values())
+    print(f"\ntorch.profiler, batch 64, {WINDOW_CYCLE} steps (one window period), top 10 by self {device.type} time:")
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(profiler.key_averages().table(sort_by=sort_by, row_limit=10, max_name_column_width=40))
+    # On a GPU the ranges' host time is only the kernel launches: split by device time there.
+    time_of = (lambda e: e.device_time_total) if device.type == "cuda" else (lambda e: e.cpu_time_total)
+    ranges = {e.key: time_of(e) for e in profiler.key_averages() if e.key.startswith(("rollout.", "tokenizer."))}
+    total = sum(ranges.values()) or 1.0
     for key, microseconds in ranges.items():
         print(f"  {key:<50} {microseconds / 1e3 / WINDOW_CYCLE:8.1f} ms/step  {100 * microseconds / total:5.1f}%")
 

@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--tokenizer-channels", type=int, default=128)
     parser.add_argument("--tokenizer-init", type=Path, default=None,
                         help="use this trained tokenizer checkpoint instead of training one")
+    parser.add_argument("--kinds", default="act,txt", help="world models to train, comma-separated (act, txt)")
+    parser.add_argument("--golden-frames", type=int, default=40,
+                        help="frames of WM_txt golden trajectories scored against the held-out successful episodes")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
@@ -134,7 +137,10 @@ def main() -> None:
 
     train_clips, val_clips = tokenize(train_eps, tokenizer, device), tokenize(val_eps, tokenizer, device)
     text_encoder = PrecomputedTextEncoder(json.loads(args.embeddings.read_text()))
-    for kind in ("act", "txt"):
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"act", "txt"}:
+        raise SystemExit(f"--kinds must name act and/or txt, got {args.kinds!r}")
+    for kind in kinds:
         started = time.time()
         steps = args.wm_txt_steps if kind == "txt" and args.wm_txt_steps else args.wm_steps
         seconds = args.wm_txt_seconds if kind == "txt" and args.wm_txt_seconds else args.wm_seconds
@@ -157,9 +163,44 @@ def main() -> None:
                                 if result.last_losses else None,
                                 "selected": best.name, "heldout_curve": {c.name: v for c, v in curve.items()},
                                 "heldout": heldout_accuracy(best, kind, val_clips, text_encoder, device)}
+        if kind == "txt":
+            report["golden"] = golden_motion(best, tokenizer, val_eps, text_encoder, args.golden_frames)
+            print(json.dumps({"golden": report["golden"]}), flush=True)
         print(json.dumps(report[f"wm_{kind}"]), flush=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
     (export / "report.json").write_text(json.dumps(report, indent=2))
+
+
+def golden_motion(ckpt: Path, tokenizer, episodes: list[dict], text_encoder, num_frames: int) -> dict:
+    """How WM_txt's golden trajectories from the held-out successful episodes' first frames compare
+    with those episodes, greedy and sampled (temperature 1).
+
+    motion: mean absolute pixel change from the first frame (0-255), averaged over the steps (for
+    golden frames, from the tokenizer's reconstruction of the first frame); the golden trajectory
+    should move about as much as the real one. psnr_db: golden frame k against
+    the real frame k; copy_first_psnr_db: the first frame against the real frame k (doing nothing).
+    """
+    from roboscape_r.worldmodel.rollout import WorldModelRollout
+
+    device = next(tokenizer.parameters()).device
+    model = load_world_model(ckpt, kind="wm_txt", map_location=device).eval()
+    chosen = [e for e in episodes if bool(np.asarray(e["success"]).any()) and len(e["frames"]) > num_frames]
+    if not chosen:
+        return {"episodes": 0}
+    first = torch.stack([e["frames"][0] for e in chosen]).to(device)
+    with torch.no_grad():  # golden frames are decoded tokens: measure their motion from the decoded first frame
+        first_decoded = tokenizer.decode(tokenizer.encode(first)).cpu()[:, None].float()
+    real = torch.stack([e["frames"][1 : num_frames + 1] for e in chosen]).float()  # (B, T, H, W, 3)
+    embeddings = text_encoder.encode([e["instruction"] for e in chosen]).to(device)
+    result = {"episodes": len(chosen), "frames": num_frames,
+              "real_motion": float((real - first.cpu()[:, None].float()).abs().mean()),
+              "copy_first_psnr_db": psnr(first.cpu()[:, None].expand_as(real).flatten(0, 1), real.flatten(0, 1))}
+    for name, temperature in (("greedy", 0.0), ("sampled_t1", 1.0)):
+        rollout = WorldModelRollout(model, tokenizer, temperature=temperature, seed=0)
+        golden = rollout.generate_golden(first, embeddings, num_frames, seed=0).frames_uint8.cpu().float()
+        result[name] = {"motion": float((golden - first_decoded).abs().mean()),
+                        "psnr_db": psnr(golden.flatten(0, 1), real.flatten(0, 1))}
+    return result
 
 
 def heldout_accuracy(ckpt: Path, kind: str, clips: list[dict], text_encoder, device) -> dict:
