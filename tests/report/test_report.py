@@ -165,7 +165,7 @@ def test_reward_check_and_world_model_tables(report):
     psnr = md_table(markdown, "Full-frame PSNR")
     h8 = metrics["open_loop"]["8"]
     assert row_of(psnr, split="in-domain")["PSNR @ 8 steps"] == " / ".join(
-        f"{h8[ref]['psnr']:.1f}" for ref in ("model", "copy_last", "tokenizer_recon"))
+        f"{h8[ref]['psnr']:.1f}" for ref in ("model", "model_anchored", "copy_last", "tokenizer_recon"))
 
 
 def test_compute_table_totals(report):

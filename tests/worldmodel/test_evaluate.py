@@ -229,7 +229,7 @@ def test_metrics_exist_for_every_split_and_horizon(setup):
         assert entry["windows"] == (10 if split == "all" else 4 if split == "in-domain" else 2)
         for h in ("1", "2", "4"):
             cell = entry["open_loop"][h]
-            for reference in ("model", "copy_last", "tokenizer_recon"):
+            for reference in ("model", "model_anchored", "copy_last", "tokenizer_recon"):
                 for metric in ("psnr", "ssim", "perceptual"):
                     assert isinstance(cell[reference][metric], float), (split, h, reference, metric)
                     assert isinstance(cell["moving"][reference][metric], float), (split, h, reference, metric)

@@ -263,3 +263,22 @@ def test_spatial_head_of_another_grid_is_refused():
     head = SpatialARHead(SpatialHeadConfig(num_tokens=9, codebook_size=16, d_model=32, width=16, n_heads=2))
     with pytest.raises(ValueError, match="built for 9 tokens"):
         WorldModelRollout(make_model("txt"), FakeTokenizer(), spatial_head=head)
+
+
+def test_anchor_frames_keep_the_real_anchor_where_nothing_changed_and_the_change_elsewhere():
+    from roboscape_r.worldmodel.rollout import anchor_frames
+
+    generator = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8, generator=generator)
+    recon = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8, generator=generator)
+    decoded = recon[:, None].repeat(1, 3, 1, 1, 1)  # (B, T, H, W, 3): three frames equal to the anchor's recon
+    decoded[:, 1, :4] = 17  # the prediction changed the top half of frame 1
+    anchored = anchor_frames(decoded, real, recon)
+    assert anchored.shape == decoded.shape and anchored.dtype == torch.uint8
+    assert torch.equal(anchored[:, 0], real) and torch.equal(anchored[:, 2], real)
+    assert torch.equal(anchored[:, 1, 4:], real[:, 4:])
+    expected = (17 + real[:, :4].int() - recon[:, :4].int()).clamp(0, 255).to(torch.uint8)
+    assert torch.equal(anchored[:, 1, :4], expected)
+    assert torch.equal(anchor_frames(decoded[:, 0], real, recon), real)  # (B, H, W, 3) works too
+    with pytest.raises(ValueError, match="does not fit anchors"):
+        anchor_frames(decoded, real[:1], recon[:1])

@@ -7,6 +7,7 @@ from typing import Any
 
 from roboscape_r.report.document import Block, Bullets, Heading, Image, Paragraph, table
 from roboscape_r.report.run_folder import OURS
+from roboscape_r.worldmodel.evaluate_report import REFERENCES
 
 REFERENCE_SIM = "sim"
 """The simulator's dense reward: computed from privileged state, a reference rather than a competitor."""
@@ -130,16 +131,17 @@ def wm_quality_blocks(metrics: dict | None) -> list[Block]:
         {h for entry in splits.values() for h in entry.get("open_loop", {})}, key=int)
     blocks.append(Paragraph(
         "Open-loop prediction on held-out episodes from real context frames and the real actions. Each cell reads "
-        "'model / copy-last / tokenizer recon' PSNR in dB: copy-last repeats the last context frame (the trivial "
-        "baseline), tokenizer recon encodes and decodes the true frame (the best the model's tokens can do). "
+        "'model / model anchored / copy-last / tokenizer recon' PSNR in dB: model anchored adds the tokenizer's "
+        "reconstruction error of the last real frame to each predicted frame (so what does not move keeps its real "
+        "detail), copy-last repeats the last context frame (the trivial baseline), tokenizer recon encodes and "
+        "decodes the true frame (the best the model's tokens can do without an anchor). "
         f"Perceptual distance: {metrics.get('perceptual_distance', 'unknown')}; PSNR capped at "
         f"{metrics.get('psnr_cap_db', '?')} dB."))
 
     def psnr_triple(entry: dict | None) -> str:
         if not entry:
             return "-"
-        return " / ".join(number((entry.get(ref) or {}).get("psnr"), 1) for ref in ("model", "copy_last",
-                                                                                    "tokenizer_recon"))
+        return " / ".join(number((entry.get(ref) or {}).get("psnr"), 1) for ref in REFERENCES)
 
     def moving_cell(entry: dict | None) -> str:
         moved = (entry or {}).get("moving") or {}
@@ -153,9 +155,9 @@ def wm_quality_blocks(metrics: dict | None) -> list[Block]:
         full.append([split, str(entry.get("windows", "-"))] + [psnr_triple(open_loop.get(h)) for h in horizons])
         moving.append([split] + [moving_cell(open_loop.get(h)) for h in horizons])
     blocks.append(table(["split", "windows"] + [f"PSNR @ {h} steps" for h in horizons], full,
-                        "Full-frame PSNR (dB): model / copy-last / tokenizer recon"))
+                        "Full-frame PSNR (dB): model / model anchored / copy-last / tokenizer recon"))
     blocks.append(table(["split"] + [f"moving-pixel PSNR @ {h}" for h in horizons], moving,
-                        "PSNR on the pixels that move (model / copy-last / tokenizer recon) and the share of "
+                        "PSNR on the pixels that move (model / model anchored / copy-last / tokenizer recon) and the share of "
                         "moving pixels"))
     rows = []
     for split in split_keys(splits):

@@ -47,7 +47,7 @@ from roboscape_r.worldmodel.evaluate_report import (
     write_open_loop_grid,
     write_rollout_gif,
 )
-from roboscape_r.worldmodel.rollout import WorldModelRollout
+from roboscape_r.worldmodel.rollout import WorldModelRollout, anchor_frames
 from roboscape_r.worldmodel.world_model import WorldModel
 
 
@@ -451,9 +451,13 @@ def evaluate_open_loop(episodes: list[HeldOutEpisode], windows: list[tuple[int, 
             model_frames = tokenizer.decode(predicted[:, step_index].flatten(0, 1).to(device))  # (B*S, H, W, 3)
             recon_frames = tokenizer.decode(tokens[:, target_index].flatten(0, 1).to(device))
             shuffled_frames = tokenizer.decode(predicted_shuffled[:, -1].to(device))  # (B, H, W, 3)
+            last_decoded = tokenizer.decode(tokens[:, C - 1].to(device))  # (B, H, W, 3)
         targets = frames[:, target_index].flatten(0, 1)  # (B*S, H, W, 3)
         last = frames[:, C - 1, None].expand(B, len(steps), *frames.shape[2:]).flatten(0, 1)
-        batch_scores = score_frames({"model": model_frames, "copy_last": last, "tokenizer_recon": recon_frames},
+        anchored = anchor_frames(model_frames.view(B, len(steps), *frames.shape[2:]), frames[:, C - 1],
+                                 last_decoded).flatten(0, 1)
+        batch_scores = score_frames({"model": model_frames, "model_anchored": anchored, "copy_last": last,
+                                     "tokenizer_recon": recon_frames},
                                     targets, last, perceptual, config.moving_threshold)
         for group, metrics in batch_scores.items():
             for metric, values in metrics.items():

@@ -15,8 +15,9 @@ import torch
 from roboscape_r.atomic import atomic_write_bytes
 from roboscape_r.worldmodel import frame_metrics as M
 
-REFERENCES = ("model", "copy_last", "tokenizer_recon")
-"""What each target frame is compared with: the model's prediction and two references."""
+REFERENCES = ("model", "model_anchored", "copy_last", "tokenizer_recon")
+"""What each target frame is compared with: the model's prediction decoded from its tokens, the
+same prediction anchored on the last real frame (`rollout.anchor_frames`), and two references."""
 FRAME_METRICS = ("psnr", "ssim", "perceptual")
 
 
@@ -138,15 +139,15 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     def number(value: Any, digits: int = 2) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    header = f"{'split':<20}{'win':>5}" + "".join(f"{'psnr@' + h + ' m/c/r':>22}" for h in horizons)
+    header = f"{'split':<20}{'win':>5}" + "".join(f"{'psnr@' + h + ' m/a/c/r':>26}" for h in horizons)
     header += f"{'ctrl gap@' + str(metrics['config']['control_horizon']):>16}{'done auroc':>12}"
-    lines = [f"perceptual distance: {metrics['perceptual_distance']}  (m/c/r = model / copy-last / tokenizer recon, dB)",
+    lines = [f"perceptual distance: {metrics['perceptual_distance']}  (m/a/c/r = model / model anchored on the last real frame / copy-last / tokenizer recon, dB)",
              header]
     for split, entry in metrics["splits"].items():
         row = f"{split[:19]:<20}{entry['windows']:>5}"
         for h in horizons:
             cell = entry.get("open_loop", {}).get(h)
-            row += f"{'-':>22}" if cell is None else f"{' / '.join(number(cell[r]['psnr'], 1) for r in REFERENCES):>22}"
+            row += f"{'-':>26}" if cell is None else f"{' / '.join(number(cell[r]['psnr'], 1) for r in REFERENCES):>26}"
         gap = entry.get("controllability", {}).get("psnr_gap")
         row += f"{number(gap):>16}{number(entry['done']['auroc'], 3):>12}"
         lines.append(row)
