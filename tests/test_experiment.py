@@ -99,6 +99,41 @@ def test_cells_run_seed_by_seed_with_bc_first(tmp_path, monkeypatch):
     experiment = Experiment({**preset, "reward_check": None, "wm_eval": None}, tmp_path / "run")
     experiment._write_status("proxy", 0, status="done")  # finished cells are skipped
     experiment.run()
-    order = ["bc", "general", "embedding", "proxy", "sim"]
+    order = ["bc", "general", "embedding", "proxy", "sim", "sim_per_task"]
     expected = [(seed, method) for seed in (0, 1, 2) for method in order if (seed, method) != (0, "proxy")]
     assert calls == expected
+
+
+@pytest.mark.maniskill
+def test_per_task_simulator_baseline_trains_one_policy_per_task_and_evaluates_through_a_router(tmp_path):
+    from roboscape_r.policy.router import ROUTER_FILE
+    from tests.envs.wm_env_helpers import make_assets
+
+    assets = make_assets(tmp_path / "assets")
+    preset = {
+        "name": "tiny", "tasks": ["PickCube", "PushCube"], "seeds": [0], "methods": ["sim_per_task"],
+        "bc_warm_start": False, "env_steps_per_policy": 16,
+        "checkpoints": {"tokenizer": str(assets["tokenizer_path"]), "wm_act": "unused.pt", "wm_txt": "unused.pt",
+                        "proxy": "unused.pt"},
+        "data": {"train": str(assets["dataset"]), "heldout": str(assets["dataset"])},
+        "ppo": {"num_steps": 8, "ckpt_every": 1, "progress": False, "device": "cpu"},
+        "sim_env": {"num_envs": 1, "num_workers": 0},
+        "eval_scenes": ["id-default-wood"],
+        "eval": {"episodes": 1, "max_steps": 2, "workers": 1, "video_episodes": 0},
+    }
+    out = tmp_path / "run"
+    Experiment(preset, out).run()
+    cell = out / "cells" / "sim_per_task" / "seed0"
+    status = json.loads((cell / "cell.json").read_text())
+    assert status["status"] == "done", status.get("traceback")
+    assert status["env_steps"] == 16  # the method's budget, split evenly over its two tasks
+    for task in ("PickCube", "PushCube"):
+        env = json.loads((cell / "train" / task / "env.json").read_text())
+        assert env["env"] == "sim" and env["args"]["sim"]["tasks"] == [task], env
+    router = json.loads((cell / "train" / ROUTER_FILE).read_text())
+    assert router["policies"] == {"PickCube": "PickCube", "PushCube": "PushCube"}
+    rows = [json.loads(line) for line in (cell / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["task"] for r in rows] == ["PickCube"] * (len(rows) // 2) + ["PushCube"] * (len(rows) // 2)
+    assert rows[-1]["global_step"] == 16
+    results = json.loads((cell / "eval" / "results.json").read_text())
+    assert sorted({e["task"] for e in results["episodes"]}) == ["PickCube", "PushCube"]

@@ -3,7 +3,9 @@
 For every seed: behaviour cloning (BC) on expert demos; PPO inside the world model with each
 world-model reward (general = ours, embedding, proxy), warm-started from that seed's BC policy
 when the preset says so; PPO in ManiSkill with the simulator's dense reward (the physics
-baseline). Every PPO method gets the same env-step budget. Every policy is then evaluated with
+baseline), as one multi-task policy (sim) and as one policy per task (sim_per_task, as in the
+paper; evaluated through a `policy.router` file). Every PPO method gets the same env-step
+budget; sim_per_task splits it evenly over its tasks. Every policy is then evaluated with
 the one protocol of `roboscape eval`, in-domain and out-of-domain. The reward-validity check and
 the world-model quality table join them, and `roboscape report` turns the folder into a report.
 
@@ -11,7 +13,9 @@ Layout (what `roboscape report` reads):
 
     RUN_DIR/experiment.json                 preset, git revision, date, stage times
     RUN_DIR/cells/<method>/seed<k>/cell.json    status, wall times, env steps, error if failed
-    RUN_DIR/cells/<method>/seed<k>/train/   policy run folder (metrics.jsonl, env.json, checkpoints/)
+    RUN_DIR/cells/<method>/seed<k>/train/   policy run folder (metrics.jsonl, env.json, checkpoints/);
+                                            for sim_per_task one run folder per task, router.json,
+                                            and their metrics.jsonl rows one task after another
     RUN_DIR/cells/<method>/seed<k>/eval/    results.json, videos, frame strips
     RUN_DIR/reward_check/reward_check.json, RUN_DIR/wm_eval/metrics.json
     RUN_DIR/report/index.html, REPORT.md   (`roboscape report RUN_DIR`)
@@ -34,11 +38,12 @@ from typing import Any
 
 import yaml
 
-from roboscape_r.atomic import atomic_write_json
+from roboscape_r.atomic import atomic_write_bytes, atomic_write_json
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiment"
 WORLD_MODEL_METHODS = ("general", "embedding", "proxy")
-METHODS = (*WORLD_MODEL_METHODS, "sim", "bc")
+SIM_METHODS = ("sim", "sim_per_task")
+METHODS = (*WORLD_MODEL_METHODS, *SIM_METHODS, "bc")
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ class Experiment:
         seed (PPO may start from it). A run stopped part-way thus leaves whole comparisons.
         """
         self._write_experiment({})
-        order = [m for m in ("bc", *WORLD_MODEL_METHODS, "sim") if m in self.methods]
+        order = [m for m in ("bc", *WORLD_MODEL_METHODS, *SIM_METHODS) if m in self.methods]
         for seed in self.seeds:
             for method in order:
                 self._run_cell(method, seed)
@@ -201,6 +206,8 @@ class Experiment:
             if not self._status("bc", seed).get("trained"):
                 raise RuntimeError(f"BC warm start wanted but the BC cell of seed {seed} did not finish ({bc_dir})")
             bc_init = bc_dir
+        if method == "sim_per_task":
+            return self._train_per_task(out, ppo, bc_init)
         if method == "sim":
             sim = _override(SimEnvArgs, self.preset.get("sim_env"), SimEnvArgs(tasks=self.tasks))
             args = TrainPolicyArgs(out=out, env="sim", sim=sim, ppo=ppo, bc_init=bc_init)
@@ -215,6 +222,31 @@ class Experiment:
         if not result.finished:
             raise RuntimeError(f"PPO stopped at {result.global_step} env steps before its budget (time limit?)")
         return int(result.global_step)
+
+    def _train_per_task(self, out: Path, ppo, bc_init: Path | None) -> int:
+        """One ManiSkill PPO policy per task, each with 1/len(tasks) of the budget (resuming each
+        run folder), then the router that `roboscape eval` loads, the training env description,
+        and the runs' metrics rows concatenated with their env steps offset (for the curves)."""
+        from roboscape_r.policy.router import ROUTER_FILE, write_router
+        from roboscape_r.policy.train_args import SimEnvArgs, TrainPolicyArgs, run_train_policy
+        from roboscape_r.report.run_folder import read_metrics_jsonl
+
+        budget = int(self.preset["env_steps_per_policy"]) // len(self.tasks)
+        total, rows = 0, []
+        for task in self.tasks:
+            sim = _override(SimEnvArgs, self.preset.get("sim_env"), SimEnvArgs(tasks=(task,)))
+            result = run_train_policy(TrainPolicyArgs(out=out / task, env="sim", sim=sim,
+                                                      ppo=replace(ppo, total_timesteps=budget), bc_init=bc_init))
+            if not result.finished:
+                raise RuntimeError(f"PPO for {task} stopped at {result.global_step} env steps before its budget")
+            for row in read_metrics_jsonl(out / task / "metrics.jsonl")[0]:
+                rows.append({**row, "task": task, "global_step": total + int(row.get("global_step", 0))})
+            total += int(result.global_step)
+        write_router(out / ROUTER_FILE, {task: out / task for task in self.tasks})
+        env = json.loads((out / self.tasks[0] / "env.json").read_text())
+        atomic_write_json(out / "env.json", {**env, "per_task": list(self.tasks), "env_steps_per_task": budget})
+        atomic_write_bytes(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows).encode())
+        return total
 
     def _evaluate(self, policy_dir: Path, seed: int, out: Path) -> None:
         from roboscape_r.eval.evaluate import EvalConfig, evaluate

@@ -135,10 +135,12 @@ class Policy:
 
 
 def load_policy(path: str | Path, *, device: str | torch.device = "cpu", text_encoder: Any = None) -> Policy:
-    """Load a policy written by `train_bc` or `train_ppo`.
+    """Load a policy written by `train_bc` or `train_ppo`, or a router of one policy per task.
 
     Args:
-        path: a policy checkpoint file, or a run folder (its newest checkpoint, also under checkpoints/).
+        path: a policy checkpoint file, or a run folder (its newest checkpoint, also under checkpoints/);
+            or a router file (`roboscape_r.policy.router`), or a folder holding one as router.json:
+            then a `TaskRouter` with the same `act` is returned.
         device: where the network runs.
         text_encoder: instruction encoder to use instead of building `PolicyConfig.text_encoder`
             (e.g. a `PrecomputedTextEncoder` on a machine without the sentence encoder).
@@ -150,6 +152,10 @@ def load_policy(path: str | Path, *, device: str | torch.device = "cpu", text_en
         roboscape_r.checkpoint.CheckpointError: missing, truncated or corrupt file, a checkpoint of
             another kind (tokenizer, world model), or weights that do not fit the stored config.
     """
+    from roboscape_r.policy.router import load_router, router_path
+
+    if router_path(path) is not None:
+        return load_router(path, device=device, text_encoder=text_encoder)
     ckpt = read_policy_checkpoint(path)
     model = actor_critic_from_checkpoint(ckpt)
     return Policy(model, text_encoder=text_encoder, device=device, source=Path(ckpt["path"]),

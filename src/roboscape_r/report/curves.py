@@ -19,7 +19,8 @@ SUCCESS_KEY = "success_once"
 """Column of a PPO metrics row: mean success_once of the training episodes that ended in the update."""
 STEP_KEY = "global_step"
 """Column of a PPO metrics row: env steps so far (BC rows have `step` instead and give no curve)."""
-COLORS = {"general": "tab:red", "embedding": "tab:blue", "proxy": "tab:green", "sim": "black", "bc": "tab:purple"}
+COLORS = {"general": "tab:red", "embedding": "tab:blue", "proxy": "tab:green", "sim": "black", "sim_per_task": "dimgray",
+          "bc": "tab:purple"}
 EXTRA_COLORS = ("tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 """Colours of methods not in COLORS, in order of appearance."""
 

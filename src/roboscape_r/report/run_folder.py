@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KNOWN_METHODS = ("general", "embedding", "proxy", "sim", "bc")
+KNOWN_METHODS = ("general", "embedding", "proxy", "sim", "sim_per_task", "bc")
 """Display order of the methods the project defines; other method names follow, sorted."""
 OURS = "general"
 """The method the report compares every other one against."""
