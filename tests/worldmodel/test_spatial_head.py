@@ -109,6 +109,43 @@ def test_training_lowers_the_cross_entropy_and_writes_a_loadable_head(tmp_path):
         load_spatial_head(tmp_path / "head" / "spatial_head.pt", load_world_model(assets["wm_act_path"]))
 
 
+def test_an_interrupted_fit_resumes_to_the_same_head(tmp_path, monkeypatch):
+    import roboscape_r.checkpoint as checkpoint_module
+    from roboscape_r.worldmodel.spatial_head_train import STATE_KIND, SpatialHeadTrainConfig, run_train_spatial_head
+    from tests.envs.wm_env_helpers import make_assets
+
+    assets = make_assets(tmp_path / "assets")
+
+    def config(out, lr=3e-3):
+        return SpatialHeadTrainConfig(wm=assets["wm_txt_path"], tokenizer=assets["tokenizer_path"],
+                                      data=assets["dataset"], val_data=None, val_fraction=0.34, out=out,
+                                      successful_only=False, width=16, n_layers=1, n_heads=2, steps=60, batch_size=8,
+                                      lr=lr, eval_every=20, progress=False, cache_dir=tmp_path / "cache")
+
+    straight = run_train_spatial_head(config(tmp_path / "straight"))
+    real_save = checkpoint_module.save_checkpoint
+
+    def save_then_crash(path, **kwargs):
+        real_save(path, **kwargs)
+        if kwargs["kind"] == STATE_KIND and kwargs["step"] == 40:
+            raise KeyboardInterrupt("simulated crash after step 40")
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_train_spatial_head(config(tmp_path / "resumed"))
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", real_save)
+    assert (tmp_path / "resumed" / "train_state.pt").is_file()
+    with pytest.raises(checkpoint_module.CheckpointError, match="lr"):  # other options: not this run's state
+        run_train_spatial_head(config(tmp_path / "resumed", lr=1e-3))
+    resumed = run_train_spatial_head(config(tmp_path / "resumed"))
+    assert not (tmp_path / "resumed" / "train_state.pt").exists()
+    assert resumed["curve"] == pytest.approx(straight["curve"]) and resumed["chosen_step"] == straight["chosen_step"]
+    a = torch.load(tmp_path / "straight" / "spatial_head.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "spatial_head.pt", weights_only=True)["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], msg=name)
+
+
 def joint_model(seed: int = 0, layers: int = 1) -> WorldModel:
     torch.manual_seed(seed)
     return WorldModel(WorldModelConfig(grid_h=2, grid_w=3, codebook_size=V, d_model=D, n_layers=1, n_heads=2,

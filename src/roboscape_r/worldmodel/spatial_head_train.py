@@ -50,7 +50,8 @@ class SpatialHeadTrainConfig:
     """Validation dataset the head is chosen on (episodes the backbone never saw). None: split
     --data by episode instead (--val-fraction)."""
     out: Path = Path("runs/spatial_head")
-    """Output folder: spatial_head.pt and spatial_head.json."""
+    """Output folder: spatial_head.pt and spatial_head.json. While training, train_state.pt holds the
+    state at the last validation, and a rerun with the same options resumes from it."""
     successful_only: bool | None = None
     """Keep only episodes that succeed at some step; default: yes for WM_txt, no for WM_act."""
     val_fraction: float = 0.25
@@ -90,6 +91,10 @@ class SpatialHeadTrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+
+
+STATE_KIND = "spatial_head_train_state"
+"""`kind` of the resumable training state (train_state.pt)."""
 
 
 @dataclass
@@ -144,7 +149,7 @@ def run_train_spatial_head(config: SpatialHeadTrainConfig) -> dict[str, Any]:
         roboscape_r.data.format.DatasetError: no dataset at --data or --val-data.
         ValueError: tokenizer and world model disagree, or a split has no (successful) episodes.
     """
-    from roboscape_r.checkpoint import save_checkpoint
+    from roboscape_r.checkpoint import load_checkpoint, save_checkpoint
     from roboscape_r.tokenizer import load_tokenizer
     from roboscape_r.worldmodel.data import fit_and_val_episodes
     from roboscape_r.worldmodel.evaluate import check_compatible
@@ -179,12 +184,29 @@ def run_train_spatial_head(config: SpatialHeadTrainConfig) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(min(100, config.steps // 10), config.steps, 0.1))
     sampler = StepBatchSampler(len(train.hidden), config.batch_size, config.seed, 0, config.steps)
-    head.eval()
-    before = {"train": score(model, head, train), "val": score(model, head, val)}
-    best = {"step": 0, **before["val"]}
-    best_state = {k: v.clone() for k, v in head.state_dict().items()}
-    curve = []
-    bar = tqdm(range(1, config.steps + 1), desc="spatial head", unit="step", disable=not config.progress)
+    out = Path(config.out)
+    state_path = out / "train_state.pt"
+    # Options that change the training; the others (out, threads, progress, cache) may differ on resume.
+    resume_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
+                     if k not in ("out", "num_threads", "progress", "cache_dir")}
+    resume_config["world_model_digest"] = weights_digest(model)
+    if state_path.is_file():
+        state = load_checkpoint(state_path, expected_kind=STATE_KIND, expected_config=resume_config)
+        head.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, extra = int(state["step"]), state["extra"]
+        before, best, best_state, curve = extra["before"], extra["best"], extra["best_state"], extra["curve"]
+        print(f"[spatial head] resuming from step {start} ({state_path})")
+    else:
+        start = 0
+        head.eval()
+        before = {"train": score(model, head, train), "val": score(model, head, val)}
+        best = {"step": 0, **before["val"]}
+        best_state = {k: v.clone() for k, v in head.state_dict().items()}
+        curve = []
+    bar = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps, desc="spatial head",
+               unit="step", disable=not config.progress)
     for step in bar:
         head.train()
         index = torch.tensor(sampler.batch_indices(step - 1))
@@ -208,11 +230,15 @@ def run_train_spatial_head(config: SpatialHeadTrainConfig) -> dict[str, Any]:
             if val_scores["head_ce"] < best["head_ce"]:
                 best = {"step": step, **val_scores}
                 best_state = {k: v.clone() for k, v in head.state_dict().items()}
+            # The minibatch of a step depends on the step alone (StepBatchSampler), so a resumed run
+            # continues exactly where this one would have.
+            save_checkpoint(state_path, kind=STATE_KIND, config=resume_config, model_state=head.state_dict(),
+                            optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(), step=step,
+                            extra={"before": before, "best": best, "best_state": best_state, "curve": curve})
     head.load_state_dict(best_state)
     head.eval()
     after = {"train": score(model, head, train), "val": score(model, head, val)}
 
-    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
@@ -229,4 +255,5 @@ def run_train_spatial_head(config: SpatialHeadTrainConfig) -> dict[str, Any]:
                             "world_model_path": str(config.wm), "train": report["config"]},
                     extra={"scores": {"before": before, "after": after}})
     atomic_write_json(out / "spatial_head.json", report)
+    state_path.unlink(missing_ok=True)  # finished: a rerun starts afresh
     return report
