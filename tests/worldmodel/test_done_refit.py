@@ -125,3 +125,24 @@ def test_refit_done_with_a_validation_dataset_fits_on_all_of_data_and_chooses_on
     report = run_refit_done(config)
     assert report["episodes"] == {"train": 15, "val": 10}
     assert report["steps"]["val"] == 5 * (5 + 8)
+
+
+def test_a_rerun_reuses_the_saved_features_and_gives_the_same_head(refit_setup, monkeypatch):
+    import roboscape_r.worldmodel.done_refit as done_refit
+
+    root, paths, _ = refit_setup
+    config = RefitDoneConfig(wm_act=paths["wm_act"], tokenizer=paths["tokenizer"], data=paths["data"], val_data=None,
+                             out=root / "rerun", val_fraction=0.4, split_seed=_split_seed_with_both_classes(paths["data"]),
+                             weight_decays=(0.1,), steps=40, eval_every=20, lr=1e-2, progress=False)
+    first = run_refit_done(config)
+    assert (root / "rerun" / "features.pt").is_file()
+    passes = []
+    real = done_refit._episode_features
+    monkeypatch.setattr(done_refit, "_episode_features", lambda *a, **k: passes.append(1) or real(*a, **k))
+    second = run_refit_done(config)
+    assert passes == [] and second["chosen"] == first["chosen"]
+    (root / "rerun" / "features.pt").write_bytes(b"truncated")  # an unreadable cache is recomputed
+    assert run_refit_done(config)["chosen"] == first["chosen"] and len(passes) == 2
+    other = dataclasses.replace(config, split_seed=config.split_seed + 1)  # other episodes: not the cached features
+    run_refit_done(other)
+    assert len(passes) == 4

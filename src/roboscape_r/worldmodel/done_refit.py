@@ -60,7 +60,8 @@ class RefitDoneConfig:
     every head looks perfect (validation AUROC 1.0 for the shipped WM_act), so the choice would
     mean nothing. None: split --data by episode instead (--val-fraction)."""
     out: Path = Path("runs/refit_done")
-    """Output folder: wm_act.pt (weights only, new done head) and refit_done.json."""
+    """Output folder: wm_act.pt (weights only, new done head), refit_done.json, and features.pt (the
+    teacher-forced features, reused by a rerun on the same model and episodes)."""
     val_fraction: float = 0.25
     """Share of --data's episodes held out for choosing the head (without --val-data)."""
     split_seed: int = 0
@@ -171,6 +172,34 @@ def _episode_features(model, episodes: list[dict], progress: bool) -> tuple[torc
     return torch.cat(features), labels
 
 
+def _cached_features(model, splits: dict[str, list[dict]], config: RefitDoneConfig):
+    """(train, val) pooled features and labels, from OUT/features.pt when it was computed for the
+    same world-model weights and episodes, else computed (the slow part: a teacher-forced pass over
+    every episode) and written there atomically, so a rerun after a crash skips it."""
+    import io
+
+    from roboscape_r.atomic import atomic_write_bytes
+    from roboscape_r.worldmodel.spatial_head import weights_digest
+
+    key = {"world_model_digest": weights_digest(model),
+           "episodes": {name: [int(e["tokens"].shape[0]) for e in eps] for name, eps in splits.items()},
+           **{k: str(getattr(config, k)) for k in ("data", "val_data", "tokenizer", "val_fraction", "split_seed")}}
+    path = Path(config.out) / "features.pt"
+    if path.is_file():
+        try:
+            cached = torch.load(path, weights_only=True)
+        except Exception as err:  # noqa: BLE001  (a truncated cache is recomputed, not trusted)
+            print(f"[refit-done] ignoring unreadable feature cache {path} ({err}); recomputing")
+        else:
+            if cached.get("key") == key:
+                return tuple(cached["train"]), tuple(cached["val"])
+    train, val = (_episode_features(model, splits[name], config.progress) for name in ("train", "val"))
+    buffer = io.BytesIO()
+    torch.save({"key": key, "train": list(train), "val": list(val)}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return train, val
+
+
 def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
     """Refit the done head as the module docstring says; returns the dict written to refit_done.json.
 
@@ -199,7 +228,7 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
         if episodes[0]["actions"].shape[1] != model.config.action_dim:
             raise ValueError(f"--data has {episodes[0]['actions'].shape[1]}-D actions but --wm-act takes "
                              f"{model.config.action_dim}-D ones")
-    train, val = (_episode_features(model, splits[name], config.progress) for name in ("train", "val"))
+    train, val = _cached_features(model, splits, config)
     before = {}
     for name, (x, y) in (("train", train), ("val", val)):
         with torch.no_grad():
