@@ -137,3 +137,40 @@ def test_per_task_simulator_baseline_trains_one_policy_per_task_and_evaluates_th
     assert rows[-1]["global_step"] == 16
     results = json.loads((cell / "eval" / "results.json").read_text())
     assert sorted({e["task"] for e in results["episodes"]}) == ["PickCube", "PushCube"]
+
+
+def test_cells_record_the_revision_of_the_code_that_ran_not_a_later_head(tmp_path, monkeypatch):
+    import roboscape_r.experiment as experiment_module
+
+    preset = {**load_preset("small"), "seeds": [0], "methods": ["bc"], "reward_check": None, "wm_eval": None}
+    monkeypatch.setattr(experiment_module, "git_revision", lambda: "started-at")
+    experiment = Experiment(preset, tmp_path / "run")
+    monkeypatch.setattr(experiment_module, "git_revision", lambda: "moved-on")  # a commit lands mid-run
+    monkeypatch.setattr(Experiment, "_train", lambda self, method, seed, out: 0)
+    monkeypatch.setattr(Experiment, "_evaluate", lambda self, policy_dir, seed, out: None)
+    experiment.run()
+    cell = json.loads((tmp_path / "run" / "cells" / "bc" / "seed0" / "cell.json").read_text())
+    assert cell["train_git_revision"] == cell["eval_git_revision"] == "started-at"
+    assert json.loads((tmp_path / "run" / "experiment.json").read_text())["git_revision"] == "started-at"
+
+
+def test_git_revision_marks_uncommitted_changes(tmp_path):
+    import subprocess
+
+    from roboscape_r.experiment import git_revision
+
+    assert git_revision(tmp_path) == "unknown"  # not a checkout
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("one")
+    git("add", "a.txt")
+    git("commit", "-q", "-m", "one")
+    clean = git_revision(tmp_path)
+    assert len(clean) == 40 and "+" not in clean
+    (tmp_path / "untracked.txt").write_text("ignored by the mark")
+    assert git_revision(tmp_path) == clean
+    (tmp_path / "a.txt").write_text("two")
+    assert git_revision(tmp_path) == clean + "+uncommitted"

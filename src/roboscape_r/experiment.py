@@ -91,10 +91,14 @@ def _override(cls, values: dict[str, Any] | None, base=None):
     return replace(base if base is not None else cls(), **values)
 
 
-def git_revision() -> str:
+def git_revision(cwd: Path = PRESET_DIR) -> str:
+    """HEAD of the checkout `cwd` is in (default: this code's), with "+uncommitted" when tracked files
+    differ from it; "unknown" outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=cwd).stdout.strip()
+
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=PRESET_DIR).stdout.strip()
+        return git("rev-parse", "HEAD") + ("+uncommitted" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -110,6 +114,8 @@ class Experiment:
             raise ValueError(f"--only {list(only)} selects none of the preset's methods {preset['methods']}")
         self.seeds = list(preset["seeds"])
         self.tasks = tuple(preset["tasks"])
+        # The revision of the code this process runs, read once: HEAD may move while a long run goes on.
+        self.revision = git_revision()
 
     # ---------------------------------------------------------------- bookkeeping
     def cell_dir(self, method: str, seed: int) -> Path:
@@ -129,7 +135,7 @@ class Experiment:
         path = self.out / "experiment.json"
         previous = json.loads(path.read_text()) if path.is_file() else {}
         atomic_write_json(path, {
-            "preset": self.preset["name"], "config": self.preset, "git_revision": git_revision(),
+            "preset": self.preset["name"], "config": self.preset, "git_revision": self.revision,
             "date": previous.get("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")),
             "last_update": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "tasks": list(self.tasks), "methods": self.methods, "seeds": self.seeds,
@@ -172,11 +178,11 @@ class Experiment:
             train_s = status.get("train_wall_s", 0.0) + time.time() - started
             # Revisions per cell: a run resumed over several sessions may span code changes.
             self._write_status(method, seed, status="trained", trained=True, train_wall_s=train_s, env_steps=env_steps,
-                               train_git_revision=status.get("train_git_revision", git_revision()))
+                               train_git_revision=status.get("train_git_revision", self.revision))
             started = time.time()
             self._evaluate(cell / "train", seed, cell / "eval")
             self._write_status(method, seed, status="done", eval_wall_s=time.time() - started, error=None,
-                               eval_git_revision=git_revision())
+                               eval_git_revision=self.revision)
         except Exception as err:  # noqa: BLE001  (recorded; other cells still run)
             self._write_status(method, seed, status="failed", error=repr(err), traceback=traceback.format_exc())
             print(f"[experiment] {method} seed {seed} FAILED: {err!r}")
