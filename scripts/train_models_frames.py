@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--tokenizer-init", type=Path, default=None,
                         help="use this trained tokenizer checkpoint instead of training one")
     parser.add_argument("--kinds", default="act,txt", help="world models to train, comma-separated (act, txt)")
+    parser.add_argument("--train-episodes", type=int, default=None,
+                        help="train on a seeded random subset of this many training episodes (data scaling)")
     parser.add_argument("--golden-frames", type=int, default=40,
                         help="frames of WM_txt golden trajectories scored against the held-out successful episodes")
     parser.add_argument("--device", default="auto")
@@ -109,6 +111,11 @@ def main() -> None:
         if len(paths) < 2:
             raise SystemExit(f"need at least 2 shards in {args.shards} (one is held out), found {len(paths)}")
         train_eps, val_eps = load_episodes(paths[:-1]), load_episodes(paths[-1:])
+    if args.train_episodes is not None:
+        if not 1 <= args.train_episodes <= len(train_eps):
+            raise SystemExit(f"--train-episodes must be in [1, {len(train_eps)}], got {args.train_episodes}")
+        keep = np.sort(np.random.default_rng(0).choice(len(train_eps), args.train_episodes, replace=False))
+        train_eps = [train_eps[i] for i in keep]
     train_frames = torch.cat([e["frames"] for e in train_eps])
     val_frames = torch.cat([e["frames"] for e in val_eps])
     report: dict = {"train_episodes": len(train_eps), "train_frames": len(train_frames), "heldout_frames": len(val_frames),
@@ -178,7 +185,9 @@ def golden_motion(ckpt: Path, tokenizer, episodes: list[dict], text_encoder, num
     motion: mean absolute pixel change from the first frame (0-255), averaged over the steps (for
     golden frames, from the tokenizer's reconstruction of the first frame); the golden trajectory
     should move about as much as the real one. psnr_db: golden frame k against
-    the real frame k; copy_first_psnr_db: the first frame against the real frame k (doing nothing).
+    the real frame k; copy_first_psnr_db: the first frame against the real frame k (doing nothing);
+    decoded_first_psnr_db: the same with the first frame's tokenizer reconstruction (the fair
+    reference for decoded golden frames).
     """
     from roboscape_r.worldmodel.rollout import WorldModelRollout
 
@@ -194,7 +203,8 @@ def golden_motion(ckpt: Path, tokenizer, episodes: list[dict], text_encoder, num
     embeddings = text_encoder.encode([e["instruction"] for e in chosen]).to(device)
     result = {"episodes": len(chosen), "frames": num_frames,
               "real_motion": float((real - first.cpu()[:, None].float()).abs().mean()),
-              "copy_first_psnr_db": psnr(first.cpu()[:, None].expand_as(real).flatten(0, 1), real.flatten(0, 1))}
+              "copy_first_psnr_db": psnr(first.cpu()[:, None].expand_as(real).flatten(0, 1), real.flatten(0, 1)),
+              "decoded_first_psnr_db": psnr(first_decoded.expand_as(real).flatten(0, 1), real.flatten(0, 1))}
     for name, temperature in (("greedy", 0.0), ("sampled_t1", 1.0)):
         rollout = WorldModelRollout(model, tokenizer, temperature=temperature, seed=0)
         golden = rollout.generate_golden(first, embeddings, num_frames, seed=0).frames_uint8.cpu().float()
