@@ -40,18 +40,27 @@ def load_episodes(paths: list[Path]) -> list[dict]:
     return episodes
 
 
-def load_pack(path: Path) -> list[dict]:
-    """Episodes of a pack written by scripts/pack_frames.py."""
+def load_pack(path: Path) -> tuple[list[dict], str | None]:
+    """Episodes of a pack written by scripts/pack_frames.py, and the digest of the tokenizer of a
+    token pack (None for a frame pack). In a token pack each episode has "tokens" and only the
+    last episodes have "frames" (None elsewhere)."""
     pack = np.load(path)
     offsets = pack["frame_offsets"]
-    frames, actions, success = torch.from_numpy(pack["frames"]), pack["actions"], pack["success"]
+    actions, success = pack["actions"], pack["success"]
+    tokens = torch.from_numpy(pack["tokens"].astype(np.int64)) if "tokens" in pack else None
+    frames = torch.from_numpy(pack["frames"])
+    first_framed = int(pack["frames_from_episode"]) if tokens is not None else 0
+    frame_base = int(offsets[first_framed])
     episodes = []
     for i, instruction in enumerate(pack["instructions"]):
         start, end = int(offsets[i]), int(offsets[i + 1])
         steps = slice(start - i, end - i - 1)  # actions/success have one entry fewer than frames per episode
-        episodes.append({"frames": frames[start:end], "actions": actions[steps], "success": success[steps],
-                         "instruction": str(instruction)})
-    return episodes
+        episode = {"frames": frames[start - frame_base : end - frame_base] if i >= first_framed else None,
+                   "actions": actions[steps], "success": success[steps], "instruction": str(instruction)}
+        if tokens is not None:
+            episode["tokens"] = tokens[start:end]
+        episodes.append(episode)
+    return episodes, (str(pack["tokenizer_digest"]) if tokens is not None else None)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -64,7 +73,10 @@ def tokenize(episodes: list[dict], tokenizer, device) -> list[dict]:
     clips = []
     with torch.no_grad():
         for ep in episodes:
-            tokens = torch.cat([tokenizer.encode(chunk.to(device)) for chunk in ep["frames"].split(512)]).cpu()
+            if "tokens" in ep:  # a token pack: encoded by the same tokenizer (digest checked)
+                tokens = ep["tokens"]
+            else:
+                tokens = torch.cat([tokenizer.encode(chunk.to(device)) for chunk in ep["frames"].split(512)]).cpu()
             clips.append({"tokens": tokens[:-1], "all_tokens": tokens, "actions": ep["actions"],
                           "success": ep["success"], "instruction": ep["instruction"]})
     return clips
@@ -101,8 +113,9 @@ def main() -> None:
     args = parser.parse_args()
     export = args.out / "export"
     export.mkdir(parents=True, exist_ok=True)
+    pack_digest = None
     if args.shards.suffix == ".npz":
-        episodes = load_pack(args.shards)
+        episodes, pack_digest = load_pack(args.shards)
         if len(episodes) <= args.heldout_episodes:
             raise SystemExit(f"{args.shards} has {len(episodes)} episodes, need more than --heldout-episodes")
         train_eps, val_eps = episodes[: -args.heldout_episodes], episodes[-args.heldout_episodes :]
@@ -116,9 +129,15 @@ def main() -> None:
             raise SystemExit(f"--train-episodes must be in [1, {len(train_eps)}], got {args.train_episodes}")
         keep = np.sort(np.random.default_rng(0).choice(len(train_eps), args.train_episodes, replace=False))
         train_eps = [train_eps[i] for i in keep]
-    train_frames = torch.cat([e["frames"] for e in train_eps])
+    if pack_digest is not None and args.tokenizer_init is None:
+        raise SystemExit(f"{args.shards} holds tokens: pass the tokenizer that made them with --tokenizer-init")
+    if any(e["frames"] is None for e in val_eps):
+        raise SystemExit(f"{args.shards} keeps frames for fewer than --heldout-episodes={args.heldout_episodes} "
+                         "episodes; pack it again with a larger --keep-frames")
+    train_frames = torch.cat([e["frames"] for e in train_eps]) if pack_digest is None else None
     val_frames = torch.cat([e["frames"] for e in val_eps])
-    report: dict = {"train_episodes": len(train_eps), "train_frames": len(train_frames), "heldout_frames": len(val_frames),
+    report: dict = {"train_episodes": len(train_eps), "train_frames": sum(len(e["actions"]) + 1 for e in train_eps),
+                    "heldout_frames": len(val_frames),
                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
     print(json.dumps(report), flush=True)
 
@@ -135,6 +154,11 @@ def main() -> None:
     else:
         tokenizer_path, tokenizer_step, finished = args.tokenizer_init, None, None
     tokenizer = load_tokenizer(tokenizer_path, map_location=device).eval()
+    if pack_digest is not None:
+        from roboscape_r.worldmodel.spatial_head import weights_digest
+
+        if weights_digest(tokenizer) != pack_digest:
+            raise SystemExit(f"{args.shards} was tokenised by another tokenizer than {tokenizer_path}")
     with torch.no_grad():
         recon = torch.cat([tokenizer.decode(tokenizer.encode(c.to(device))).cpu() for c in val_frames.split(512)])
     report["tokenizer"] = {"path": str(tokenizer_path), "step": tokenizer_step, "finished": finished, "seconds": time.time() - started,
