@@ -174,3 +174,18 @@ def test_git_revision_marks_uncommitted_changes(tmp_path):
     assert git_revision(tmp_path) == clean
     (tmp_path / "a.txt").write_text("two")
     assert git_revision(tmp_path) == clean + "+uncommitted"
+
+
+def test_a_cell_made_with_other_preset_values_is_refused_by_name(tmp_path, monkeypatch):
+    preset = {**load_preset("small"), "seeds": [0], "methods": ["bc", "general"], "reward_check": None, "wm_eval": None}
+    monkeypatch.setattr(Experiment, "_train", lambda self, method, seed, out: 0)
+    monkeypatch.setattr(Experiment, "_evaluate", lambda self, policy_dir, seed, out: None)
+    Experiment(preset, tmp_path / "run").run()
+    cell = json.loads((tmp_path / "run" / "cells" / "general" / "seed0" / "cell.json").read_text())
+    assert cell["settings"]["ppo"] == preset["ppo"] and cell["status"] == "done"
+    Experiment(preset, tmp_path / "run").run()  # same values: skipped
+    changed = {**preset, "ppo": {**preset["ppo"], "target_kl": 0.5}}
+    with pytest.raises(ValueError, match=r"cell general/seed0 .* other preset values for \['ppo'\].*move .*seed0 away"):
+        Experiment(changed, tmp_path / "run").run()
+    # BC does not depend on PPO's values: only the method whose settings changed is refused
+    Experiment({**changed, "methods": ["bc"]}, tmp_path / "run").run()

@@ -165,11 +165,35 @@ class Experiment:
                 print(f"[experiment] {name} failed: {err!r} (see {self.out / name / 'error.json'})")
             self._write_experiment({name: time.time() - started})
 
+    def cell_settings(self, method: str) -> dict[str, Any]:
+        """The preset values a cell of `method` depends on (recorded in cell.json, checked on resume)."""
+        keys = ["tasks", "env_steps_per_policy", "checkpoints", "data", "eval", "eval_scenes"]
+        if method == "bc":
+            keys = ["tasks", "checkpoints", "data", "bc", "eval", "eval_scenes"]
+        elif method in SIM_METHODS:
+            keys += ["ppo", "sim_env", "bc_warm_start"]
+        else:
+            keys += ["ppo", "wm_env", "bc_warm_start"]
+        return json.loads(json.dumps({key: self.preset.get(key) for key in keys}, default=str))
+
+    def _check_settings(self, method: str, seed: int, status: dict[str, Any]) -> None:
+        """Refuse to resume or skip a cell made with other preset values: a run would mix settings."""
+        recorded, current = status.get("settings"), self.cell_settings(method)
+        if recorded is None or recorded == current:
+            return
+        changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+        raise ValueError(f"cell {method}/seed{seed} in {self.out} was made with other preset values for {changed} "
+                         f"than the preset now gives; move {self.cell_dir(method, seed)} away to redo it with the "
+                         "new values, or restore the old ones")
+
     def _run_cell(self, method: str, seed: int) -> None:
         status = self._status(method, seed)
+        self._check_settings(method, seed, status)
         if status.get("status") == "done":
             print(f"[experiment] {method} seed {seed}: done, skipped")
             return
+        if "settings" not in status:
+            self._write_status(method, seed, settings=self.cell_settings(method))
         cell = self.cell_dir(method, seed)
         print(f"[experiment] {method} seed {seed}: training in {cell / 'train'}", flush=True)
         try:
