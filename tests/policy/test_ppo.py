@@ -172,3 +172,30 @@ def test_configs_round_trip_through_json():
     assert PPOConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(ppo)))) == ppo
     bc = BCConfig(policy=tiny_policy_config(), tasks=("PickCube",))
     assert BCConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(bc)))) == bc
+
+
+@pytest.mark.parametrize("value_trains_encoder", [True, False])
+def test_the_value_loss_reaches_the_shared_encoder_only_when_configured(value_trains_encoder):
+    from roboscape_r.policy.network import ActorCritic
+    from roboscape_r.policy.ppo_update import ppo_update
+    from roboscape_r.policy.rollout import RolloutBuffer
+
+    torch.manual_seed(0)
+    model = ActorCritic(tiny_policy_config())
+    T, N = 4, 3
+    buffer = RolloutBuffer(T, N, 16, 8, 7, torch.device("cpu"))
+    buffer.frames.random_(0, 256)
+    buffer.instructions.normal_()
+    with torch.no_grad():
+        out = model.act_and_value(buffer.flat("frames"), buffer.flat("instructions"))
+    buffer.actions.copy_(out.action.view(T, N, 7))
+    buffer.log_probs.copy_(out.log_prob.view(T, N))
+    buffer.values.copy_(out.value.view(T, N))
+    encoder = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("cnn.", "trunk.", "instruction_mlp."))}
+    config = tiny_ppo_config(value_trains_encoder=value_trains_encoder, update_epochs=1, num_minibatches=1, target_kl=None)
+    # Zero advantages: the policy loss has no gradient, so only the value loss (returns far from
+    # the values) can move anything.
+    ppo_update(model, torch.optim.Adam(model.parameters(), lr=1e-2), config, buffer,
+               torch.zeros(T, N), torch.full((T, N), 10.0))
+    moved = [k for k, v in encoder.items() if not torch.equal(v, model.state_dict()[k])]
+    assert bool(moved) == value_trains_encoder, moved

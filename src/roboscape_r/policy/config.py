@@ -54,8 +54,13 @@ class PPOConfig:
     reward_scale: float = 1.0
     """Rewards are multiplied by this before GAE (logged returns are unscaled)."""
     critic_warmup_updates: int = 0
-    """Updates at the start of the run in which only the value loss is optimised, so that a
-    bc_init actor is not pushed around by advantages of an untrained critic."""
+    """Updates at the start of the run in which only the critic head is trained (on the shared
+    features, detached), so that a bc_init actor is not pushed around by advantages, or by the
+    value gradients, of an untrained critic."""
+    value_trains_encoder: bool = True
+    """Let the value loss train the shared encoder (CNN, instruction MLP, trunk) too, as in
+    CleanRL/ManiSkill. False leaves the encoder to the policy loss, the critic head learning on its
+    features: this keeps a bc_init encoder from being reshaped by value regression."""
     reset_log_std: bool = True
     """When starting from bc_init, set the action log-std back to PolicyConfig.init_log_std
     (BC with the NLL loss can shrink it so far that PPO no longer explores)."""

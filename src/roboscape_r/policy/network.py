@@ -229,7 +229,8 @@ class ActorCritic(nn.Module):
         return Normal(mean, self.actor_log_std.exp().expand_as(mean), validate_args=False)
 
     def act_and_value(
-        self, frames_uint8: torch.Tensor, instructions: torch.Tensor, action: torch.Tensor | None = None
+        self, frames_uint8: torch.Tensor, instructions: torch.Tensor, action: torch.Tensor | None = None,
+        *, detach_value_features: bool = False,
     ) -> ActionValue:
         """Sample an action (or score the given one) and compute the value, in one encoder pass.
 
@@ -237,13 +238,15 @@ class ActorCritic(nn.Module):
             frames_uint8: prepared frames uint8 (B, S, S, 3).
             instructions: embeddings float (B, D).
             action: (B, A) unclipped actions to score; None samples new ones (global torch RNG).
+            detach_value_features: the value sees the shared features detached, so a value loss
+                trains the critic head only and leaves the encoder (and thus the actor) alone.
         """
         latent = self.features(frames_uint8, instructions)
         dist = self.distribution(self.actor_mean(latent))
         if action is None:
             action = dist.sample()
-        return ActionValue(action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1),
-                           self.critic(latent).squeeze(-1))
+        value = self.critic(latent.detach() if detach_value_features else latent).squeeze(-1)
+        return ActionValue(action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), value)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters an optimizer should update (the tokenizer of the preprocessor is frozen)."""

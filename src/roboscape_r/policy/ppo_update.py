@@ -37,7 +37,8 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, config: PPO
         config: PPO hyperparameters.
         buffer: the rollout (frames already preprocessed).
         advantages, returns: float (T, N) from `compute_gae`.
-        actor_on: False trains the value head only (critic warm-up).
+        actor_on: False trains the critic head only (critic warm-up): the actor, its log-std and the
+            shared encoder keep their weights.
 
     Returns:
         Means over the minibatches: "losses/policy_loss", "losses/value_loss", "losses/entropy",
@@ -67,7 +68,9 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, config: PPO
         epoch_batches = 0
         for start in range(0, num_valid, minibatch_size):
             mb = order[start:start + minibatch_size]
-            new = model.act_and_value(b_frames[mb], b_instructions[mb], b_actions[mb])
+            # In critic warm-up the value loss must not reach the shared encoder: through it, it would move the actor.
+            new = model.act_and_value(b_frames[mb], b_instructions[mb], b_actions[mb],
+                                      detach_value_features=not actor_on or not config.value_trains_encoder)
             log_ratio = new.log_prob - b_log_probs[mb]
             ratio = log_ratio.exp()
             with torch.no_grad():
