@@ -30,6 +30,9 @@ class TrainWMArgs:
 
     data: Path = Path("data/train")
     """Dataset folder written by `roboscape collect`."""
+    extra_data: tuple[Path, ...] = ()
+    """More dataset folders (e.g. a later collection with another seed) whose training splits
+    join --data's."""
     tokenizer: Path = Path("checkpoints/small/tokenizer.pt")
     """Tokenizer checkpoint (file or run folder)."""
     out: Path = Path("runs/wm_act")
