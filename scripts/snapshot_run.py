@@ -1,0 +1,63 @@
+"""Copy the small result files of an experiment run folder into another folder (to commit them).
+
+A run folder holds policy checkpoints and videos (tens of MB per cell); the report needs far
+less. This copies what `roboscape report` reads, except videos and frame strips, so that the
+results of finished cells survive the machine:
+
+    experiment.json; cells/<method>/seed<k>/cell.json, train/{metrics.jsonl, env.json, router.json},
+    eval/results.json; reward_check/*.json and *.png; wm_eval/metrics.json
+
+Usage: ``python scripts/snapshot_run.py runs/experiment-small results/experiment-small-snapshot``.
+`roboscape report` reads the copy (the frame strips are then listed as missing). To resume a
+run on a new machine, copy the snapshot's cells/ into the run folder: finished cells are
+skipped. A PPO cell of a seed whose BC cell has no checkpoint there needs BC trained again:
+delete that BC cell's cell.json first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+PATTERNS = (
+    "experiment.json",
+    "cells/*/*/cell.json",
+    "cells/*/*/train/metrics.jsonl",
+    "cells/*/*/train/env.json",
+    "cells/*/*/train/router.json",
+    "cells/*/*/eval/results.json",
+    "reward_check/*.json",
+    "reward_check/*.png",
+    "wm_eval/metrics.json",
+)
+
+
+def snapshot(run_dir: Path, out: Path) -> list[Path]:
+    """Copy the files of PATTERNS from run_dir to out (same relative paths); returns the copies."""
+    if not (run_dir / "experiment.json").is_file():
+        raise SystemExit(f"{run_dir} is not an experiment run folder (no experiment.json)")
+    copied = []
+    for pattern in PATTERNS:
+        for source in sorted(run_dir.glob(pattern)):
+            target = out / source.relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(target)  # atomic: a snapshot never holds a half-written file
+            copied.append(target)
+    return copied
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    copied = snapshot(args.run_dir, args.out)
+    size = sum(p.stat().st_size for p in copied)
+    print(f"{args.out}: {len(copied)} files, {size / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""scripts/snapshot_run.py: the small files of a run folder, enough for `roboscape report`."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from roboscape_r.report import build_report
+from roboscape_r.report.build import ReportConfig
+from tests.report.fake_run import real_ppo_template, write_fake_run
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "snapshot_run.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("snapshot_run", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_snapshot_holds_the_results_but_no_checkpoints_and_rebuilds_the_report(tmp_path):
+    run = write_fake_run(tmp_path / "run", real_ppo_template(tmp_path / "ppo")[0])
+    (run / "cells" / "general" / "seed0" / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "cells" / "general" / "seed0" / "train" / "checkpoints" / "ckpt_00000001.pt").write_bytes(b"x" * 1000)
+    copied = load_script().snapshot(run, tmp_path / "snap")
+    names = {p.relative_to(tmp_path / "snap").as_posix() for p in copied}
+    assert "experiment.json" in names and "cells/general/seed0/eval/results.json" in names
+    assert not any(name.endswith(".pt") or "/videos/" in name for name in names)
+    for name in names:  # byte-for-byte copies
+        assert (tmp_path / "snap" / name).read_bytes() == (run / name).read_bytes()
+    result = build_report(ReportConfig(tmp_path / "snap", out=tmp_path / "report"))
+    original = build_report(ReportConfig(run, out=tmp_path / "report_original"))
+    def sections(path):
+        wanted = ("Success rates in ManiSkill", "Per OOD factor", "Relative OOD improvement")
+        return [section for section in path.read_text().split("## ") if section.startswith(wanted)]
+
+    assert len(sections(original.markdown)) == 3
+    assert sections(result.markdown) == sections(original.markdown)
+    assert json.loads((tmp_path / "snap" / "experiment.json").read_text())["methods"]
