@@ -22,6 +22,8 @@ Layout (what `roboscape report` reads):
 
 A cell whose cell.json says "done" is skipped on the next run; an interrupted cell resumes from
 its checkpoints (PPO and BC resume exactly); a failed cell records its error and the run goes on.
+cell.json records the preset values the cell depends on (`cell_settings`); a run whose preset
+gives other values for a cell stops with their names instead of mixing settings.
 """
 
 from __future__ import annotations
