@@ -189,3 +189,23 @@ def test_a_cell_made_with_other_preset_values_is_refused_by_name(tmp_path, monke
         Experiment(changed, tmp_path / "run").run()
     # BC does not depend on PPO's values: only the method whose settings changed is refused
     Experiment({**changed, "methods": ["bc"]}, tmp_path / "run").run()
+
+
+def test_a_checkpoint_retrained_in_place_is_caught_too(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "wm_act.pt"
+    checkpoint.write_bytes(b"first weights")
+    preset = {**load_preset("small"), "seeds": [0], "methods": ["general"], "reward_check": None, "wm_eval": None,
+              "bc_warm_start": False}
+    preset["checkpoints"] = {**preset["checkpoints"], "wm_act": str(checkpoint)}
+    monkeypatch.setattr(Experiment, "_train", lambda self, method, seed, out: 0)
+    monkeypatch.setattr(Experiment, "_evaluate", lambda self, policy_dir, seed, out: None)
+    Experiment(preset, tmp_path / "run").run()
+    checkpoint.write_bytes(b"retrained weights")  # same path, new contents
+    with pytest.raises(ValueError, match=r"other preset values for \['checkpoint_digests'\]"):
+        Experiment(preset, tmp_path / "run").run()
+    # a cell recorded before digests were kept is compared on what it recorded
+    cell = tmp_path / "run" / "cells" / "general" / "seed0" / "cell.json"
+    status = json.loads(cell.read_text())
+    del status["settings"]["checkpoint_digests"]
+    cell.write_text(json.dumps(status))
+    Experiment(preset, tmp_path / "run").run()

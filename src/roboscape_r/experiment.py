@@ -118,6 +118,7 @@ class Experiment:
         self.tasks = tuple(preset["tasks"])
         # The revision of the code this process runs, read once: HEAD may move while a long run goes on.
         self.revision = git_revision()
+        self._digests: dict[str, str] = {}
 
     # ---------------------------------------------------------------- bookkeeping
     def cell_dir(self, method: str, seed: int) -> Path:
@@ -176,14 +177,31 @@ class Experiment:
             keys += ["ppo", "sim_env", "bc_warm_start"]
         else:
             keys += ["ppo", "wm_env", "bc_warm_start"]
-        return json.loads(json.dumps({key: self.preset.get(key) for key in keys}, default=str))
+        settings = json.loads(json.dumps({key: self.preset.get(key) for key in keys}, default=str))
+        # The checkpoints' contents too: a retrained model written over the same path changes the cell.
+        used = ("tokenizer",) if method == "bc" or method in SIM_METHODS else ("tokenizer", "wm_act", "wm_txt", "proxy")
+        settings["checkpoint_digests"] = {name: self._digest(self.preset["checkpoints"].get(name)) for name in used}
+        return settings
+
+    def _digest(self, path: str | None) -> str | None:
+        if path is None or not Path(path).is_file():
+            return None
+        key = str(Path(path).resolve())
+        if key not in self._digests:  # hashed once per run (tens of MB each)
+            from roboscape_r.data.format import sha256_file
+
+            self._digests[key] = sha256_file(Path(path))[:16]
+        return self._digests[key]
 
     def _check_settings(self, method: str, seed: int, status: dict[str, Any]) -> None:
-        """Refuse to resume or skip a cell made with other preset values: a run would mix settings."""
+        """Refuse to resume or skip a cell made with other preset values: a run would mix settings.
+        Values a cell did not record (made before they were recorded) are not compared."""
         recorded, current = status.get("settings"), self.cell_settings(method)
-        if recorded is None or recorded == current:
+        if recorded is None:
             return
-        changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+        changed = sorted(k for k in recorded if recorded.get(k) != current.get(k))
+        if not changed:
+            return
         raise ValueError(f"cell {method}/seed{seed} in {self.out} was made with other preset values for {changed} "
                          f"than the preset now gives; move {self.cell_dir(method, seed)} away to redo it with the "
                          "new values, or restore the old ones")
