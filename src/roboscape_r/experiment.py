@@ -213,7 +213,8 @@ class Experiment:
             print(f"[experiment] {method} seed {seed}: done, skipped")
             return
         if "settings" not in status:
-            self._write_status(method, seed, settings=self.cell_settings(method))
+            self._write_status(method, seed, settings=self.cell_settings(method),
+                               status=status.get("status", "started"))
         cell = self.cell_dir(method, seed)
         print(f"[experiment] {method} seed {seed}: training in {cell / 'train'}", flush=True)
         try:
