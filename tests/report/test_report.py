@@ -294,3 +294,16 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="table row 0 has 1 cells but the table has 2 columns"):
         Table(("a", "b"), (("x",),))
     assert "| a\\|b |" in to_markdown([Table(("a|b",), (("1",),))])
+
+
+def test_the_per_task_baseline_is_described_as_such(tmp_path):
+    from roboscape_r.report.run_folder import CellData, RunData
+    from roboscape_r.report.sections import training_description
+
+    cells = {("sim_per_task", 0): CellData("sim_per_task", 0, tmp_path, env={
+        "env": "sim", "reward": "maniskill normalized_dense", "per_task": ["PickCube", "PushCube"]}),
+             ("sim", 0): CellData("sim", 0, tmp_path, env={"env": "sim", "reward": "maniskill normalized_dense"})}
+    run = RunData(tmp_path, {}, ["sim", "sim_per_task"], [0], cells, None, None, None, [])
+    assert training_description(run, "sim_per_task") == ("ManiSkill, one policy per task (2)",
+                                                          "maniskill normalized_dense")
+    assert training_description(run, "sim") == ("ManiSkill", "maniskill normalized_dense")

@@ -91,6 +91,8 @@ def training_description(run: RunData, method: str) -> tuple[str, str]:
             details = ", ".join(f"{k} {reward[k]}" for k in ("distance", "encoder", "mode") if reward.get(k))
             reward = str(reward.get("name", "?")) + (f" ({details})" if details else "")
         env = {"wm": "world model", "sim": "ManiSkill"}.get(cell.env.get("env"), str(cell.env.get("env")))
+        if cell.env.get("per_task"):  # the per-task baseline: one policy per task behind a router
+            env += f", one policy per task ({len(cell.env['per_task'])})"
         return env, str(reward)
     if method == "bc":
         return "none (expert dataset)", "behaviour cloning loss"
