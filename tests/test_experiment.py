@@ -130,6 +130,9 @@ def test_per_task_simulator_baseline_trains_one_policy_per_task_and_evaluates_th
     for task in ("PickCube", "PushCube"):
         env = json.loads((cell / "train" / task / "env.json").read_text())
         assert env["env"] == "sim" and env["args"]["sim"]["tasks"] == [task], env
+    merged = json.loads((cell / "train" / "env.json").read_text())
+    assert merged["per_task"] == ["PickCube", "PushCube"] and merged["env_steps_per_task"] == 8
+    assert all(any(task in env_id for env_id in merged["env_ids"]) for task in ("PickCube", "PushCube"))
     router = json.loads((cell / "train" / ROUTER_FILE).read_text())
     assert router["policies"] == {"PickCube": "PickCube", "PushCube": "PushCube"}
     rows = [json.loads(line) for line in (cell / "train" / "metrics.jsonl").read_text().splitlines()]

@@ -294,8 +294,10 @@ class Experiment:
                 rows.append({**row, "task": task, "global_step": total + int(row.get("global_step", 0))})
             total += int(result.global_step)
         write_router(out / ROUTER_FILE, {task: out / task for task in self.tasks})
-        env = json.loads((out / self.tasks[0] / "env.json").read_text())
-        atomic_write_json(out / "env.json", {**env, "per_task": list(self.tasks), "env_steps_per_task": budget})
+        envs = [json.loads((out / task / "env.json").read_text()) for task in self.tasks]
+        atomic_write_json(out / "env.json", {
+            "env": "sim", "reward": envs[0]["reward"], "env_ids": [i for env in envs for i in env.get("env_ids", [])],
+            "per_task": list(self.tasks), "env_steps_per_task": budget})
         atomic_write_bytes(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows).encode())
         return total
 
