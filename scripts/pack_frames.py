@@ -39,7 +39,7 @@ def main() -> None:
     tokenizer = None
     if args.tokenizer is not None:
         from roboscape_r.tokenizer import load_tokenizer
-        from roboscape_r.worldmodel.spatial_head import weights_digest
+        from roboscape_r.checkpoint import weights_digest
 
         tokenizer = load_tokenizer(args.tokenizer).eval()
     frames, tokens, actions, success, offsets, instructions, tasks, scenes = [], [], [], [], [0], [], [], []

@@ -155,7 +155,7 @@ def main() -> None:
         tokenizer_path, tokenizer_step, finished = args.tokenizer_init, None, None
     tokenizer = load_tokenizer(tokenizer_path, map_location=device).eval()
     if pack_digest is not None:
-        from roboscape_r.worldmodel.spatial_head import weights_digest
+        from roboscape_r.checkpoint import weights_digest
 
         if weights_digest(tokenizer) != pack_digest:
             raise SystemExit(f"{args.shards} was tokenised by another tokenizer than {tokenizer_path}")

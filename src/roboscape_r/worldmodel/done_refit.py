@@ -176,10 +176,8 @@ def _cached_features(model, splits: dict[str, list[dict]], config: RefitDoneConf
     """(train, val) pooled features and labels, from OUT/features.pt when it was computed for the
     same world-model weights and episodes, else computed (the slow part: a teacher-forced pass over
     every episode) and written there atomically, so a rerun after a crash skips it."""
-    import io
-
-    from roboscape_r.atomic import atomic_write_bytes
-    from roboscape_r.worldmodel.spatial_head import weights_digest
+    from roboscape_r.atomic import atomic_path
+    from roboscape_r.checkpoint import weights_digest
 
     key = {"world_model_digest": weights_digest(model),
            "episodes": {name: [int(e["tokens"].shape[0]) for e in eps] for name, eps in splits.items()},
@@ -194,9 +192,8 @@ def _cached_features(model, splits: dict[str, list[dict]], config: RefitDoneConf
             if cached.get("key") == key:
                 return tuple(cached["train"]), tuple(cached["val"])
     train, val = (_episode_features(model, splits[name], config.progress) for name in ("train", "val"))
-    buffer = io.BytesIO()
-    torch.save({"key": key, "train": list(train), "val": list(val)}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_path(path) as tmp:
+        torch.save({"key": key, "train": list(train), "val": list(val)}, tmp)
     return train, val
 
 

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from roboscape_r.checkpoint import weights_digest
+
 SPATIAL_HEAD_KIND = "spatial_head"
 """`kind` of spatial-head checkpoints."""
 
@@ -157,18 +159,6 @@ def check_head_fits(head: SpatialARHead, model_config: Any, where: str = "the sp
                          f"vocabulary at width {head.config.d_model}, but the world model has "
                          f"{expected.num_tokens} tokens, {expected.codebook_size} codes and width {expected.d_model}; "
                          "train a head for this world model (roboscape train-spatial-head)")
-
-
-def weights_digest(module: nn.Module) -> str:
-    """SHA-256 of a module's state dict (names, dtypes, shapes and values), to tie a head to its backbone."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def load_spatial_head(path: str, model: nn.Module | None = None, map_location: str | torch.device = "cpu") -> SpatialARHead:
