@@ -224,9 +224,8 @@ class Experiment:
             # Revisions per cell: a run resumed over several sessions may span code changes.
             self._write_status(method, seed, status="trained", trained=True, train_wall_s=train_s, env_steps=env_steps,
                                train_git_revision=status.get("train_git_revision", self.revision))
-            started = time.time()
-            self._evaluate(cell / "train", seed, cell / "eval")
-            self._write_status(method, seed, status="done", eval_wall_s=time.time() - started, error=None,
+            eval_s = self._evaluate(cell / "train", seed, cell / "eval")
+            self._write_status(method, seed, status="done", eval_wall_s=eval_s, error=None,
                                eval_git_revision=self.revision)
         except Exception as err:  # noqa: BLE001  (recorded; other cells still run)
             self._write_status(method, seed, status="failed", error=repr(err), traceback=traceback.format_exc())
@@ -301,13 +300,17 @@ class Experiment:
         atomic_write_bytes(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows).encode())
         return total
 
-    def _evaluate(self, policy_dir: Path, seed: int, out: Path) -> None:
+    def _evaluate(self, policy_dir: Path, seed: int, out: Path) -> float:
+        """Evaluate a cell's policy; return the evaluation's wall seconds, over every session of an
+        evaluation resumed from its journal."""
         from roboscape_r.eval.evaluate import EvalConfig, evaluate
 
         scenes = tuple(self.preset.get("eval_scenes", ("in-domain", "ood")))
         config = _override(EvalConfig, self.preset["eval"], EvalConfig(
             policy=policy_dir, tasks=self.tasks, scenes=scenes, seed=seed, out=out))
-        evaluate(config)
+        started = time.time()
+        results = evaluate(config)
+        return results["timing"]["resumed_elapsed_s"] + time.time() - started
 
     def _reward_check(self) -> None:
         from roboscape_r.reward.check import RewardCheckConfig, run_reward_check

@@ -77,6 +77,59 @@ def test_results_do_not_depend_on_batching(in_process, tmp_path):
 
 
 @pytest.mark.maniskill
+def test_an_interrupted_evaluation_resumes(in_process, tmp_path, monkeypatch):
+    """A crash after two of four episodes, then a rerun: only the other two run, and the results
+    are those of a straight run."""
+    import importlib
+
+    from roboscape_r.eval.journal import JOURNAL_NAME
+
+    evaluate_module = importlib.import_module("roboscape_r.eval.evaluate")  # the package exports the function
+    _, straight, _ = in_process
+    source = tmp_path / "policy.pt"
+    source.write_bytes(b"weights")
+    config = short_config(tmp_path / "run", envs_per_worker=1)
+    real_run, runs = evaluate_module.EpisodeWorker.run, []
+
+    def crash_on_third(self, jobs, horizon):
+        runs.append(jobs)
+        if len(runs) == 3:
+            raise KeyboardInterrupt("machine went away")
+        return real_run(self, jobs, horizon)
+
+    monkeypatch.setattr(evaluate_module.EpisodeWorker, "run", crash_on_third)
+    first = FrameHashPolicy()
+    first.source = source
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(config, first, progress=False)
+    assert (config.out / JOURNAL_NAME).is_file() and not (config.out / RESULTS_NAME).exists()
+    monkeypatch.setattr(evaluate_module.EpisodeWorker, "run", real_run)
+
+    second = FrameHashPolicy()
+    second.source = source
+    results = evaluate(config, second, progress=False)
+    assert second.calls == 2 * 12, "only the two unfinished episodes ran"
+    assert results["episodes"] == straight["episodes"] and results["timing"]["resumed_episodes"] == 2
+    assert results["timing"]["elapsed_s"] > results["timing"]["resumed_elapsed_s"] > 0, "time counts over both runs"
+    assert [v["episode_index"] for v in results["videos"]] == [0, 0]
+    assert all((config.out / v["mp4"]).is_file() for v in results["videos"])
+    assert not (config.out / JOURNAL_NAME).exists(), "the journal goes once results.json is written"
+
+    source.write_bytes(b"retrained")  # other weights: nothing of the old run may be reused
+    (config.out / RESULTS_NAME).unlink()
+    with pytest.raises(KeyboardInterrupt):
+        runs.clear()
+        monkeypatch.setattr(evaluate_module.EpisodeWorker, "run", crash_on_third)
+        evaluate(config, first, progress=False)
+    monkeypatch.setattr(evaluate_module.EpisodeWorker, "run", real_run)
+    source.write_bytes(b"weights again")
+    third = FrameHashPolicy()
+    third.source = source
+    evaluate(config, third, progress=False)
+    assert third.calls == 4 * 12 and (config.out / (JOURNAL_NAME + ".stale")).is_file()
+
+
+@pytest.mark.maniskill
 @pytest.mark.parametrize("policy, match", [
     (WrongShapePolicy(), r"policy.act returned actions of shape \(1, 6\) for 1 frame\(s\) "
                          r"\(env RoboScapeR-PickCube-id-default-wood-v1, seeds \[2147483648\], step 0\); expected \(1, 7\)"),

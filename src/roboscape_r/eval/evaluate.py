@@ -8,7 +8,9 @@ passed) and keeps the envs of its current env id. Results do not depend on the n
 workers: records are sorted back into plan order before aggregation.
 
 Output folder: ``results.json`` (config, seed scheme, per-episode records, aggregated tables)
-and ``videos/`` (MP4, GIF and a PNG frame strip of the first K episodes of every cell).
+and ``videos/`` (MP4, GIF and a PNG frame strip of the first K episodes of every cell). While it
+runs, finished episodes go to a journal (:mod:`roboscape_r.eval.journal`), so a rerun of an
+interrupted evaluation runs only the episodes it had not finished.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from roboscape_r.atomic import atomic_write_json
 from roboscape_r.cpu import init_render_worker
 from roboscape_r.data import scenes as S
 from roboscape_r.envs.seeds import EVAL_SEED_SCHEME
+from roboscape_r.eval.journal import EvalJournal, journal_key, policy_fingerprint
 from roboscape_r.eval.metrics import METRIC_DEFINITIONS, aggregate
 from roboscape_r.eval.plan import EpisodeJob, chunk_jobs, episodes_per_cell, plan_jobs, resolve_cells
 from roboscape_r.eval.rollout import check_policy, horizon_of, run_episodes
@@ -144,6 +147,33 @@ def _load_policy(path: str | Path) -> "Policy":
 
 
 # --------------------------------------------------------------------------- driver side
+def _run_chunks(chunks: list[list[EpisodeJob]], workers: int, policy: "Policy", image_size: int, policy_source: Any,
+                env_module: str | None, horizons: dict[str, int], receive: Any) -> None:
+    """Run every chunk, in this process (one worker) or over a spawn pool, passing each result to ``receive``."""
+    if not chunks:
+        return
+    if workers == 1:
+        worker = EpisodeWorker(policy, image_size)
+        try:
+            for chunk in chunks:
+                receive(worker.run(chunk, horizons[chunk[0].cell.env_id]))
+        finally:
+            worker.close()
+        return
+    import multiprocessing as mp
+
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_pool_init,
+                               initargs=(policy_source, env_module))
+    try:
+        futures = [pool.submit(_pool_run, chunk, horizons[chunk[0].cell.env_id]) for chunk in chunks]
+        for future in as_completed(futures):
+            receive(future.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # do not wait for the queued chunks
+        raise
+    pool.shutdown()
+
+
 def _policy_info(policy: Any, source: Path | None) -> dict:
     return {"path": str(source) if source is not None else None, "class": type(policy).__qualname__,
             "module": type(policy).__module__, "image_size": int(policy.image_size)}
@@ -187,47 +217,41 @@ def evaluate(config: EvalConfig, policy: "Policy | None" = None, progress: bool 
     else:
         policy_source = policy
     image_size = check_policy(policy)
-    chunks = chunk_jobs(jobs, config.envs_per_worker)
-    workers = min(config.workers, len(chunks))
+    fingerprint = policy_fingerprint(policy)
+    journal = EvalJournal(Path(config.out), journal_key(_json_config(config), fingerprint) if fingerprint else None)
+    journal.load((job.cell.env_id, job.episode_index) for job in jobs)
+    if journal.note and progress:
+        print(f"[eval] {journal.note}", flush=True)
+    finished = journal.done_ids()
+    chunks = chunk_jobs([job for job in jobs if (job.cell.env_id, job.episode_index) not in finished],
+                        config.envs_per_worker)
+    workers = max(1, min(config.workers, len(chunks)))
 
     video_dir = Path(config.out) / "videos"
-    records: list[dict] = []
-    videos: list[dict] = []
-    bar = tqdm(total=len(jobs), unit="episode", desc="eval", disable=not progress)
+    records: list[dict] = list(journal.records)
+    videos: list[dict] = list(journal.videos)
+    bar = tqdm(total=len(jobs), initial=len(records), unit="episode", desc="eval", disable=not progress)
+    start = time.perf_counter()
 
     def receive(batch: list[dict]) -> None:
         # Videos are written as episodes arrive, so frames never pile up in memory.
+        batch_videos = []
         for record in batch:
             if "frames" in record:
-                videos.append(write_episode_media(record, video_dir, config.video_fps, config.video_scale,
-                                                  config.strip_every))
+                batch_videos.append(write_episode_media(record, video_dir, config.video_fps, config.video_scale,
+                                                        config.strip_every))
                 del record["frames"], record["success_per_step"]
+        journal.append(batch, batch_videos, journal.elapsed_s + time.perf_counter() - start)
+        videos.extend(batch_videos)
         records.extend(batch)
         bar.update(len(batch))
 
-    start = time.perf_counter()
-    if workers == 1:
-        worker = EpisodeWorker(policy, image_size)
-        try:
-            for chunk in chunks:
-                receive(worker.run(chunk, horizons[chunk[0].cell.env_id]))
-        finally:
-            worker.close()
-    else:
-        import multiprocessing as mp
-
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_pool_init,
-                                   initargs=(policy_source, config.env_module))
-        try:
-            futures = [pool.submit(_pool_run, chunk, horizons[chunk[0].cell.env_id]) for chunk in chunks]
-            for future in as_completed(futures):
-                receive(future.result())
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)  # do not wait for the queued chunks
-            raise
-        pool.shutdown()
-    bar.close()
-    elapsed_s = time.perf_counter() - start
+    try:
+        _run_chunks(chunks, workers, policy, image_size, policy_source, config.env_module, horizons, receive)
+    finally:
+        bar.close()
+        journal.close()
+    elapsed_s = journal.elapsed_s + time.perf_counter() - start
     rank = {(job.cell.env_id, job.episode_index): k for k, job in enumerate(jobs)}
     episodes = sorted(records, key=lambda r: rank[(r["env_id"], r["episode_index"])])
     videos.sort(key=lambda v: rank[(v["env_id"], v["episode_index"])])
@@ -243,7 +267,9 @@ def evaluate(config: EvalConfig, policy: "Policy | None" = None, progress: bool 
         **aggregate(episodes),
         "videos": videos,
         "timing": {"elapsed_s": elapsed_s, "env_steps": env_steps, "env_steps_per_s": env_steps / max(elapsed_s, 1e-9),
-                   "workers": workers},
+                   "workers": workers, "resumed_episodes": len(journal.records),
+                   "resumed_elapsed_s": journal.elapsed_s},
     }
     atomic_write_json(Path(config.out) / RESULTS_NAME, results)
+    journal.finish()
     return results
