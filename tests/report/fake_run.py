@@ -159,6 +159,7 @@ def write_reward_check(out: Path) -> dict:
 
     rng = np.random.default_rng(0)
     episodes, per_reward = [], {"sim": [], "general": [], "embedding": []}
+    terms = {"general/alignment": [], "general/done": []}
     for i, (split, scene) in enumerate([("in-domain", ID_SCENE)] * 4 + [("ood/object_color", "ood-color-purple")] * 4
                                        + [("ood/lighting", "ood-light-dim")] * 4):
         ok, length = i % 2 == 0, 10
@@ -169,7 +170,9 @@ def write_reward_check(out: Path) -> dict:
         per_reward["sim"].append(progress)
         per_reward["general"].append(progress * 0.8 + 0.01 * rng.standard_normal(length) * (not ok))
         per_reward["embedding"].append(rng.standard_normal(length))
-    result = summarize(episodes, per_reward)
+        terms["general/done"].append(np.where(np.arange(length) >= 5, 0.5, 0.0) * ok)
+        terms["general/alignment"].append(per_reward["general"][-1] - terms["general/done"][-1])
+    result = summarize(episodes, per_reward, terms)
     rewards = {"sim": {"status": "ok", "describe": {"name": "sim"}},
                "general": {"status": "ok", "describe": general_reward_describe()},
                "embedding": {"status": "ok", "describe": {"name": "embedding"}},

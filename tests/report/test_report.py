@@ -156,6 +156,10 @@ def test_reward_check_and_world_model_tables(report):
     assert list(check[0])[2:] == ["general (ours)", "embedding", "sim"]
     assert "progress correlation: rank 1 of 3 (1 of 2 without" in markdown
     assert "proxy: skipped (--proxy not given)" in markdown
+    terms = md_table(markdown, "The general reward's two terms")
+    assert [r["split"] for r in terms] == ["in-domain", "ood/object_color", "ood/lighting", "ood", "all"]
+    assert list(terms[0])[1:] == ["general/alignment", "general/done"]
+    assert row_of(terms, split="all")["general/done"].endswith("/ 1.00"), "done fires on successful episodes only"
     metrics = json.loads((run / "wm_eval" / "metrics.json").read_text())["splits"]["in-domain"]
     gap = metrics["controllability"]
     control = md_table(markdown, "Action controllability")

@@ -164,6 +164,14 @@ def test_end_to_end_writes_json_figure_and_table(models, tmp_path):
     assert result["example"]["kind"] == "successful OOD PickCube" and result["example"]["scene"] == "ood-color-purple"
     table = format_reward_check(result)
     assert "ood/object_color" in table and "embedding rho/auroc" in table
+    # The general reward's terms add up to it, episode by episode, and are scored like rewards.
+    terms = result["components"]["all"]
+    assert set(terms) == {"general/alignment", "general/done"} and terms["general/done"]["successful"] == 5
+    for row in result["episodes"]:
+        terms_sum = row["mean_term"]["general/alignment"] + row["mean_term"]["general/done"]
+        assert row["mean_reward"]["general"] == pytest.approx(terms_sum, abs=1e-5)
+        assert 0.0 <= row["mean_term"]["general/done"] <= 1.0
+    assert "general/alignment" in table
 
 
 def test_missing_checkpoints_are_skipped_with_a_reason(models, tmp_path):

@@ -105,6 +105,15 @@ def reward_check_blocks(check: dict | None, figure_src: str | None) -> list[Bloc
         blocks.append(table(["split", "episodes"] + [n + (" (ours)" if n == OURS else "") for n in names], rows,
                             "Reward check: Spearman progress correlation / success-vs-failure AUROC"))
     blocks.append(Paragraph(rank_sentence(check)))
+    components = check.get("components") or {}
+    terms = list(dict.fromkeys(name for per_term in components.values() for name in per_term))
+    if terms:
+        rows = [[split] + [f"{number(per_term.get(n, {}).get('spearman_progress'))} / "
+                           f"{number(per_term.get(n, {}).get('auroc_mean_return'))}" for n in terms]
+                for split, per_term in ((s, components[s]) for s in split_keys(components))]
+        blocks.append(table(["split"] + terms, rows, "The general reward's two terms scored on their own "
+                                                     "(alignment with the golden frame; weighted done probability): "
+                                                     "Spearman progress correlation / success-vs-failure AUROC"))
     skipped = [f"{name}: skipped ({entry.get('reason', 'no reason given')})"
                for name, entry in check.get("rewards", {}).items()
                if isinstance(entry, dict) and entry.get("status") != "ok"]

@@ -8,7 +8,8 @@ computed along the episode's real frames: r_t for the frame after the t-th actio
   from the episode's first frame and instruction, min(golden_max_steps, L) frames). Its done
   probability is WM_act's, teacher-forced on the real frames and actions
   (`worldmodel.evaluate.teacher_forced_done_probs`); without --wm-act it is 0, so only the
-  alignment term is measured.
+  alignment term is measured. Its two terms are also scored on their own (`components`:
+  `general/alignment` and `general/done`), to show which one tracks progress.
 * `embedding`, `proxy`: the baselines (see their modules).
 
 A reward whose checkpoint (or tokenizer, or goal data) is missing is skipped, and the output
@@ -298,6 +299,7 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
         "name": "sim", "source": "the dataset's `rewards` (ManiSkill normalised dense reward)"}}}
     per_reward: dict[str, list[np.ndarray]] = {"sim": [e.sim_rewards for e in episodes]}
     notes: dict[str, str] = {}
+    components: dict[str, list[np.ndarray]] = {}
 
     tokenizer = None
     tokenizer_missing = _skip_reason("--tokenizer", config.tokenizer)
@@ -365,7 +367,12 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
         else:
             done_probs = zeros
             notes["general_done"] = f"done probability 0 ({wm_act_missing}): the alignment term only"
-        compute("general", make_reward("general", tokenizer=tokenizer), done_probs, golden_fn)
+        general = make_reward("general", tokenizer=tokenizer)
+        compute("general", general, done_probs, golden_fn)
+        # Its two terms, scored like rewards, to say which one tracks progress: r_t = align_t + w * p_done_t.
+        weight = general.config.done_weight
+        components["general/alignment"] = [r - weight * p for r, p in zip(per_reward["general"], done_probs)]
+        components["general/done"] = [weight * np.asarray(p, np.float32) for p in done_probs]
 
     # embedding: goals from the training set's successful expert demos.
     goals = config.goals if config.goals is not None else Path(config.out) / "goal_embeddings.json"
@@ -384,7 +391,7 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
     else:
         compute("proxy", load("--proxy", make_reward, "proxy", checkpoint=config.proxy, device=device), zeros)
 
-    result = summarize(episodes, per_reward)
+    result = summarize(episodes, per_reward, components)
     result = jsonable({"config": dataclasses.asdict(config), "rewards": {n: status[n] for n in REWARD_ORDER},
                        "notes": notes, **result})
     out = Path(config.out)
@@ -398,9 +405,11 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
     return result
 
 
-def summarize(episodes: list[CheckEpisode], per_reward: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+def summarize(episodes: list[CheckEpisode], per_reward: dict[str, list[np.ndarray]],
+              components: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
     """Metrics per split ("in-domain", "ood/<factor>", ..., "ood", "all") and reward, the chosen
-    example episode (index, kind) and a per-episode table of mean rewards."""
+    example episode (index, kind) and a per-episode table of mean rewards. ``components`` (terms of a
+    reward, such as "general/alignment") are scored the same way, under "components"."""
     splits = list(dict.fromkeys(e.split for e in episodes))
     groups = {split: [i for i, e in enumerate(episodes) if e.split == split] for split in splits}
     ood = [i for i, e in enumerate(episodes) if e.split.startswith("ood/")]
@@ -411,10 +420,18 @@ def summarize(episodes: list[CheckEpisode], per_reward: dict[str, list[np.ndarra
     metrics = {split: {name: reward_metrics([per_reward[name][i] for i in members],
                                             [episodes[i].successful for i in members]) for name in names}
                for split, members in groups.items()}
+    components = components or {}
+    component_metrics = {split: {name: reward_metrics([values[i] for i in members],
+                                                      [episodes[i].successful for i in members])
+                                 for name, values in components.items()}
+                         for split, members in groups.items()} if components else {}
     table = [{"split": e.split, "scene": e.scene, "task": e.task, "successful": e.successful, "length": e.length,
-              "mean_reward": {name: float(per_reward[name][i].mean()) for name in names}}
+              "mean_reward": {name: float(per_reward[name][i].mean()) for name in names},
+              **({"mean_term": {name: float(values[i].mean()) for name, values in components.items()}}
+                 if components else {})}
              for i, e in enumerate(episodes)]
-    return {"splits": metrics, "example": choose_example(episodes), "episodes": table}
+    return {"splits": metrics, "components": component_metrics, "example": choose_example(episodes),
+            "episodes": table}
 
 
 def choose_example(episodes: list[CheckEpisode]) -> dict[str, Any] | None:

@@ -71,6 +71,11 @@ def format_reward_check(result: dict[str, Any]) -> str:
             entry = per_reward[name]
             row += f"{_number(entry['spearman_progress']) + ' / ' + _number(entry['auroc_mean_return']):>22}"
         lines.append(row)
+    components = result.get("components") or {}
+    for split, per_term in components.items():
+        lines.append(f"{split:<22}{'terms':>9}" + "".join(
+            f"{name + ' ' + _number(entry['spearman_progress']) + ' / ' + _number(entry['auroc_mean_return']):>32}"
+            for name, entry in per_term.items()))
     for name, entry in result["rewards"].items():
         if entry["status"] != "ok":
             lines.append(f"skipped {name}: {entry['reason']}")
