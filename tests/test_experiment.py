@@ -212,3 +212,39 @@ def test_a_checkpoint_retrained_in_place_is_caught_too(tmp_path, monkeypatch):
     del status["settings"]["checkpoint_digests"]
     cell.write_text(json.dumps(status))
     Experiment(preset, tmp_path / "run").run()
+
+
+def test_final_stages_rerun_when_their_models_change(tmp_path, monkeypatch):
+    """The reward check and the world-model table are redone, the old output kept aside, when a
+    checkpoint they read is retrained; with the same models they are skipped."""
+    import roboscape_r.reward.check as check
+
+    ckpts = {name: tmp_path / f"{name}.pt" for name in ("tokenizer", "wm_act", "wm_txt", "proxy")}
+    for path in ckpts.values():
+        path.write_bytes(b"v1")
+    shipped = tmp_path / "eval_wm_metrics.json"
+    shipped.write_text('{"splits": {}}')
+    calls = []
+
+    def fake_check(config):
+        calls.append(config.out)
+        config.out.mkdir(parents=True, exist_ok=True)
+        (config.out / "reward_check.json").write_text(json.dumps({"run": len(calls)}))
+
+    monkeypatch.setattr(check, "run_reward_check", fake_check)
+    preset = {**load_preset("small"), "seeds": [], "checkpoints": {k: str(v) for k, v in ckpts.items()},
+              "wm_eval": {"copy_from": str(shipped)}}
+    out = tmp_path / "run"
+    Experiment(preset, out).run()
+    Experiment(preset, out).run()
+    assert len(calls) == 1, "same models: skipped"
+    assert json.loads((out / "wm_eval" / "metrics.json").read_text()) == {"splits": {}}
+
+    ckpts["wm_txt"].write_bytes(b"retrained")
+    shipped.write_text('{"splits": {"in-domain": {}}}')
+    Experiment(preset, out).run()
+    assert len(calls) == 2
+    assert json.loads((out / "reward_check.replaced-1" / "reward_check.json").read_text()) == {"run": 1}
+    assert json.loads((out / "reward_check" / "reward_check.json").read_text()) == {"run": 2}
+    assert json.loads((out / "wm_eval" / "metrics.json").read_text()) == {"splits": {"in-domain": {}}}
+    assert (out / "wm_eval.replaced-1" / "metrics.json").is_file()

@@ -17,13 +17,15 @@ Layout (what `roboscape report` reads):
                                             for sim_per_task one run folder per task, router.json,
                                             and their metrics.jsonl rows one task after another
     RUN_DIR/cells/<method>/seed<k>/eval/    results.json, videos, frame strips
-    RUN_DIR/reward_check/reward_check.json, RUN_DIR/wm_eval/metrics.json
+    RUN_DIR/reward_check/reward_check.json, RUN_DIR/wm_eval/metrics.json (each with stage.json)
     RUN_DIR/report/index.html, REPORT.md   (`roboscape report RUN_DIR`)
 
 A cell whose cell.json says "done" is skipped on the next run; an interrupted cell resumes from
 its checkpoints (PPO and BC resume exactly); a failed cell records its error and the run goes on.
 cell.json records the preset values the cell depends on (`cell_settings`); a run whose preset
-gives other values for a cell stops with their names instead of mixing settings.
+gives other values for a cell stops with their names instead of mixing settings. The reward check
+and the world-model table record theirs in `stage.json`; when the models or their preset entry
+change, the old output is moved to `<stage>.replaced-<k>` and the stage runs again.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiment"
 WORLD_MODEL_METHODS = ("general", "embedding", "proxy")
 SIM_METHODS = ("sim", "sim_per_task")
 METHODS = (*WORLD_MODEL_METHODS, *SIM_METHODS, "bc")
+STAGE_RECORD = "stage.json"
+"""In reward_check/ and wm_eval/: the settings and model digests their output was made with."""
 
 
 @dataclass(frozen=True)
@@ -320,26 +324,55 @@ class Experiment:
             data=Path(self.preset["data"]["heldout"]), tokenizer=Path(ckpts["tokenizer"]),
             wm_act=Path(ckpts["wm_act"]), wm_txt=Path(ckpts["wm_txt"]), proxy=Path(ckpts["proxy"]),
             train_data=Path(self.preset["data"]["train"]), out=self.out / "reward_check"))
-        if (config.out / "reward_check.json").is_file():
+        settings = self._stage_settings("reward_check", ("tokenizer", "wm_act", "wm_txt", "proxy"))
+        if self._stage_is_current("reward_check", "reward_check.json", settings):
             return
         run_reward_check(config)
+        atomic_write_json(config.out / STAGE_RECORD, settings)
 
     def _wm_eval(self) -> None:
         """The world-model table: copied from a shipped eval-wm result, or computed here."""
         spec = self.preset["wm_eval"]
         target = self.out / "wm_eval" / "metrics.json"
-        if target.is_file():
+        settings = self._stage_settings("wm_eval", ("tokenizer", "wm_act", "wm_txt"))
+        if "copy_from" in spec:
+            settings["copy_from_digest"] = self._digest(spec["copy_from"])
+        if self._stage_is_current("wm_eval", target.name, settings):
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         if "copy_from" in spec:
             shutil.copyfile(spec["copy_from"], target)
-            return
-        from roboscape_r.worldmodel.evaluate import EvalWMConfig, run_evaluation
+        else:
+            from roboscape_r.worldmodel.evaluate import EvalWMConfig, run_evaluation
 
-        ckpts = self.preset["checkpoints"]
-        run_evaluation(_override(EvalWMConfig, spec, EvalWMConfig(
-            data=Path(self.preset["data"]["heldout"]), tokenizer=Path(ckpts["tokenizer"]),
-            wm_act=Path(ckpts["wm_act"]), wm_txt=Path(ckpts["wm_txt"]), out=target.parent)))
+            ckpts = self.preset["checkpoints"]
+            run_evaluation(_override(EvalWMConfig, spec, EvalWMConfig(
+                data=Path(self.preset["data"]["heldout"]), tokenizer=Path(ckpts["tokenizer"]),
+                wm_act=Path(ckpts["wm_act"]), wm_txt=Path(ckpts["wm_txt"]), out=target.parent)))
+        atomic_write_json(target.parent / STAGE_RECORD, settings)
+
+    def _stage_settings(self, name: str, models: tuple[str, ...]) -> dict[str, Any]:
+        """What a final stage's output depends on: its preset entry, the data and the models' digests."""
+        settings = json.loads(json.dumps({key: self.preset.get(key) for key in (name, "data", "tasks")}, default=str))
+        settings["checkpoint_digests"] = {model: self._digest(self.preset["checkpoints"].get(model)) for model in models}
+        return settings
+
+    def _stage_is_current(self, name: str, output: str, settings: dict[str, Any]) -> bool:
+        """True if the stage's output exists and was made with `settings` (or predates the record).
+        Output made with other settings (a retrained model, another preset entry) is moved aside to
+        `<name>.replaced-<k>`, never deleted, so the stage runs again."""
+        folder = self.out / name
+        if not (folder / output).is_file():
+            return False
+        record = folder / STAGE_RECORD
+        if not record.is_file() or json.loads(record.read_text()) == settings:
+            return True
+        k = 1
+        while (self.out / f"{name}.replaced-{k}").exists():
+            k += 1
+        folder.rename(self.out / f"{name}.replaced-{k}")
+        print(f"[experiment] {name}: made with other models or settings; moved to {name}.replaced-{k}, running again")
+        return False
 
 
 def run_experiment(args: ExperimentArgs) -> Path:
