@@ -157,6 +157,26 @@ def test_auroc_and_f1_on_hand_made_scores():
     assert M.binary_scores([0.1], [0])["f1"] is None
 
 
+def test_done_auroc_interval_resamples_whole_episodes():
+    from roboscape_r.worldmodel.evaluate_report import summarize_done
+
+    rng = np.random.default_rng(0)
+    labels = [np.arange(20) >= 12 for _ in range(30)]  # success from step 12 on
+    noisy = [np.where(label, 0.6, 0.4) + 0.3 * rng.standard_normal(20) for label in labels]
+    perfect = [label.astype(float) for label in labels]
+    few = summarize_done(noisy[:4], labels[:4], bootstrap_samples=300, seed=1)
+    many = summarize_done(noisy, labels, bootstrap_samples=300, seed=1)
+    assert few["episodes"] == 4 and many["episodes"] == 30
+    for result in (few, many):
+        assert result["auroc_ci95"][0] <= result["auroc"] <= result["auroc_ci95"][1]
+    width = lambda r: r["auroc_ci95"][1] - r["auroc_ci95"][0]  # noqa: E731
+    assert width(few) > width(many), "fewer episodes, wider interval"
+    assert summarize_done(noisy, labels, bootstrap_samples=300, seed=1) == many, "seeded"
+    assert summarize_done(perfect, labels, bootstrap_samples=50)["auroc_ci95"] == [1.0, 1.0]
+    assert "auroc_ci95" not in summarize_done(noisy, labels), "no resampling asked"
+    assert summarize_done([np.zeros(3)], [np.zeros(3, bool)], bootstrap_samples=10)["auroc"] is None
+
+
 def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
     values = np.random.default_rng(0).normal(2.0, 1.0, size=200)
     mean, low, high = M.bootstrap_mean_ci(values, samples=500, seed=3)
@@ -236,7 +256,8 @@ def test_metrics_exist_for_every_split_and_horizon(setup):
             assert cell["moving"]["windows_with_motion"] == entry["windows"]
         control = entry["controllability"]
         assert control["horizon"] == 2 and control["psnr_gap_ci95"][0] <= control["psnr_gap"] <= control["psnr_gap_ci95"][1]
-        assert 0.0 <= entry["done"]["auroc"] <= 1.0
+        low, high = entry["done"]["auroc_ci95"]
+        assert 0.0 <= low <= entry["done"]["auroc"] <= high <= 1.0
         assert entry["done"]["positive_steps"] == (2 * 5 if split == "all" else 2 * 2 if split == "in-domain" else 2)
         golden = entry["golden"]
         assert golden["episodes"] == entry["episodes"] // 2 and golden["done_step_mae"] >= 0

@@ -178,12 +178,15 @@ def wm_quality_blocks(metrics: dict | None) -> list[Block]:
         true_psnr, shuffled_psnr = control.get("psnr_true_actions"), control.get("psnr_shuffled_actions")
         rows.append([split, f"{number(control.get('psnr_gap'))} [{number(ci[0])}, {number(ci[1])}]",
                      f"{number(true_psnr, 1)} / {number(shuffled_psnr, 1)}",
-                     number(done.get("auroc"), 3), number(done.get("f1"), 3),
+                     number(done.get("auroc"), 3) + (" [{}, {}]".format(*(number(v, 2) for v in done["auroc_ci95"]))
+                                                     if done.get("auroc_ci95") else ""),
+                     number(done.get("f1"), 3),
                      f"{number(golden.get('psnr'), 1)} / {number((golden.get('copy_first') or {}).get('psnr'), 1)}"])
     horizon = next((e.get("controllability", {}).get("horizon") for e in splits.values()
                     if e.get("controllability")), config.get("control_horizon", "?"))
     blocks.append(table(["split", f"action gap @ {horizon} (dB) [95% CI]", "PSNR true / shuffled actions",
                          "done AUROC", "done F1 @0.5", "golden PSNR / copy-first"], rows,
                         "Action controllability (PSNR with the true minus with shuffled actions, bootstrap 95% CI), "
-                        "done prediction and WM_txt golden trajectories"))
+                        "done prediction (AUROC with a 95% interval over resampled episodes, where computed) and WM_txt "
+                        "golden trajectories"))
     return blocks

@@ -84,7 +84,7 @@ class EvalWMConfig:
     golden_max_steps: int = 100
     """Most frames WM_txt generates per golden trajectory."""
     bootstrap_samples: int = 2000
-    """Resamples of the controllability gap's 95% bootstrap interval."""
+    """Resamples of the 95% bootstrap intervals (controllability gap; done AUROC, over episodes)."""
     temperature: float = 0.0
     """Sampling temperature of the rollouts (0 = greedy)."""
     text_encoder: Literal["minilm", "t5"] = "minilm"
@@ -610,7 +610,8 @@ def evaluate_world_models(config: EvalWMConfig, episodes: list[HeldOutEpisode], 
             kind = open_loop["shuffle_kinds"].get(split, "within each split")
             entry.update(summarize_open_loop(open_loop, window_members, config.horizons, config.control_horizon, kind,
                                              config.bootstrap_samples, config.seed))
-        entry["done"] = summarize_done([done_probs[i] for i in members], [episodes[i].success for i in members])
+        entry["done"] = summarize_done([done_probs[i] for i in members], [episodes[i].success for i in members],
+                                       config.bootstrap_samples, config.seed)
         if wm_txt is not None:
             entry["golden"] = summarize_golden([golden[i] for i in members if i in golden])
         summaries[split] = entry

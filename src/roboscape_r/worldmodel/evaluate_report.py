@@ -56,12 +56,30 @@ def summarize_open_loop(open_loop: dict[str, Any], members: np.ndarray, horizons
     return {"open_loop": per_horizon, "controllability": control}
 
 
-def summarize_done(probs: list[np.ndarray], labels: list[np.ndarray]) -> dict[str, Any]:
-    """AUROC and F1 (threshold 0.5) of pooled per-step done probabilities against success labels."""
+def summarize_done(probs: list[np.ndarray], labels: list[np.ndarray], bootstrap_samples: int = 0,
+                   seed: int = 0) -> dict[str, Any]:
+    """AUROC and F1 (threshold 0.5) of pooled per-step done probabilities against success labels.
+
+    With ``bootstrap_samples`` > 0 the AUROC also gets a 95% percentile interval over resampled
+    episodes (``auroc_ci95``): steps of one episode are not independent, so whole episodes are
+    resampled; a resample with a single class is redrawn. Few episodes give a wide interval.
+    """
     scores = np.concatenate(probs) if probs else np.zeros(0)
     truth = np.concatenate(labels) if labels else np.zeros(0, bool)
-    return {"auroc": M.auroc(scores, truth), **M.binary_scores(scores, truth), "threshold": 0.5,
-            "steps": int(truth.size), "positive_steps": int(truth.sum())}
+    result = {"auroc": M.auroc(scores, truth), **M.binary_scores(scores, truth), "threshold": 0.5,
+              "steps": int(truth.size), "positive_steps": int(truth.sum()), "episodes": len(probs)}
+    if bootstrap_samples > 0 and result["auroc"] is not None:
+        rng = np.random.default_rng(seed)
+        values: list[float] = []
+        for _ in range(20 * bootstrap_samples):  # bounded: most resamples hold both classes
+            picks = rng.integers(0, len(probs), len(probs))
+            value = M.auroc(np.concatenate([probs[i] for i in picks]), np.concatenate([labels[i] for i in picks]))
+            if value is not None:
+                values.append(value)
+            if len(values) == bootstrap_samples:
+                break
+        result["auroc_ci95"] = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else None
+    return result
 
 
 def summarize_golden(results: list[dict[str, Any]]) -> dict[str, Any]:
