@@ -165,7 +165,9 @@ def test_reward_check_and_world_model_tables(report):
     control = md_table(markdown, "Action controllability")
     assert row_of(control, split="in-domain")["action gap @ 8 (dB) [95% CI]"] == (
         f"{gap['psnr_gap']:.2f} [{gap['psnr_gap_ci95'][0]:.2f}, {gap['psnr_gap_ci95'][1]:.2f}]")
-    assert row_of(control, split="in-domain")["done AUROC"] == f"{metrics['done']['auroc']:.3f}"
+    done = metrics["done"]
+    assert row_of(control, split="in-domain")["done AUROC"] == f"{done['auroc']:.3f}" + (
+        f" [{done['auroc_ci95'][0]:.2f}, {done['auroc_ci95'][1]:.2f}]" if done.get("auroc_ci95") else "")
     psnr = md_table(markdown, "Full-frame PSNR")
     h8 = metrics["open_loop"]["8"]
     assert row_of(psnr, split="in-domain")["PSNR @ 8 steps"] == " / ".join(
