@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from roboscape_r.atomic import atomic_write_bytes
 from roboscape_r.data.format import sha256_file
 
 JOURNAL_NAME = "episodes.journal.jsonl"
@@ -109,8 +110,9 @@ class EvalJournal:
                 self.records.append(record)
                 if video is not None:
                     self.videos.append(video)
-        # Rewrite without a torn last line, so appends start on a line of their own.
-        self.path.write_text("\n".join([lines[0], *kept]) + "\n")
+        # Rewrite without a torn last line, so appends start on a line of their own; atomically, so
+        # a crash here cannot lose the episodes already kept.
+        atomic_write_bytes(self.path, ("\n".join([lines[0], *kept]) + "\n").encode())
         self.note = f"resuming: {len(self.records)} finished episode(s) kept from {self.path}"
 
     def done_ids(self) -> set[tuple[str, int]]:
