@@ -174,12 +174,12 @@ def wm_quality_blocks(metrics: dict | None) -> list[Block]:
         control = entry.get("controllability") or {}
         ci = control.get("psnr_gap_ci95") or [None, None]
         done = entry.get("done") or {}
+        done_ci = done.get("auroc_ci95")
         golden = entry.get("golden") or {}
         true_psnr, shuffled_psnr = control.get("psnr_true_actions"), control.get("psnr_shuffled_actions")
         rows.append([split, f"{number(control.get('psnr_gap'))} [{number(ci[0])}, {number(ci[1])}]",
                      f"{number(true_psnr, 1)} / {number(shuffled_psnr, 1)}",
-                     number(done.get("auroc"), 3) + (" [{}, {}]".format(*(number(v, 2) for v in done["auroc_ci95"]))
-                                                     if done.get("auroc_ci95") else ""),
+                     number(done.get("auroc"), 3) + (f" [{number(done_ci[0])}, {number(done_ci[1])}]" if done_ci else ""),
                      number(done.get("f1"), 3),
                      f"{number(golden.get('psnr'), 1)} / {number((golden.get('copy_first') or {}).get('psnr'), 1)}"])
     horizon = next((e.get("controllability", {}).get("horizon") for e in splits.values()

@@ -424,7 +424,7 @@ def summarize(episodes: list[CheckEpisode], per_reward: dict[str, list[np.ndarra
     component_metrics = {split: {name: reward_metrics([values[i] for i in members],
                                                       [episodes[i].successful for i in members])
                                  for name, values in components.items()}
-                         for split, members in groups.items()} if components else {}
+                         for split, members in groups.items() if components}
     table = [{"split": e.split, "scene": e.scene, "task": e.task, "successful": e.successful, "length": e.length,
               "mean_reward": {name: float(per_reward[name][i].mean()) for name in names},
               **({"mean_term": {name: float(values[i].mean()) for name, values in components.items()}}
