@@ -24,8 +24,9 @@ def context(first_frames, golden_frames):
     return EpisodeContext(first_frames, ["PickCube"] * B, ["pick up the cube"] * B, golden_frames)
 
 
-def make(done_weight=1.0):
-    reward = GeneralReward(MeanAbsDistance(), GeneralRewardConfig(done_weight=done_weight, eps=1e-6))
+def make(done_weight=1.0, alignment="absolute"):
+    reward = GeneralReward(MeanAbsDistance(), GeneralRewardConfig(done_weight=done_weight, eps=1e-6,
+                                                                  alignment=alignment))
     golden = torch.stack([solid(20), solid(40), solid(60)], dim=1)  # (B, T=3, H, W, 3)
     reward.reset(context(solid(0), golden))
     return reward
@@ -50,6 +51,41 @@ def test_alignment_is_clipped_and_done_is_added():
     reward = make(done_weight=0.5)
     far = reward(solid(255), torch.tensor([0.0, 1.0]))  # d = 235 > 2 * d_ref: clipped at -1
     assert torch.allclose(far, torch.tensor([-1.0, -0.5]))
+
+
+def test_gain_alignment_pays_nothing_for_holding_still_and_agrees_at_the_goal():
+    reward = make(done_weight=0.0, alignment="gain")
+    zero = torch.zeros(2)
+    # step 1: the golden frame (20) is 20 from the start; matching it gains 20 / d_ref (60)
+    assert torch.allclose(reward(solid(20), zero), torch.full((2,), 20 / 60))
+    assert torch.allclose(reward(solid(0), zero), torch.zeros(2))  # holding still: exactly 0
+    # step 3 (the golden trajectory's last frame): the same as the absolute form
+    absolute = make(done_weight=0.0)
+    absolute(solid(0), zero), absolute(solid(0), zero)
+    assert torch.allclose(reward(solid(50), zero), absolute(solid(50), zero))
+
+
+def test_gain_alignment_is_negative_when_moving_away_from_the_golden_frame():
+    reward = make(done_weight=0.0, alignment="gain")
+    # golden frame 20 is 20 from the start; frame 70 is 50 from it: (20 - 50) / 60
+    assert torch.allclose(reward(solid(70), torch.zeros(2)), torch.full((2,), -30 / 60))
+
+
+def test_gain_prefers_following_the_golden_trajectory_over_holding_still():
+    reward_follow, reward_still = make(0.0, "gain"), make(0.0, "gain")
+    follow = sum(reward_follow(solid(v), torch.zeros(2)) for v in (20, 40, 60))
+    still = sum(reward_still(solid(0), torch.zeros(2)) for _ in range(3))
+    assert torch.all(follow > still) and torch.allclose(still, torch.zeros(2))
+    # the absolute form, by contrast, also pays a lot for holding still
+    absolute_still = make(0.0)
+    assert torch.all(sum(absolute_still(solid(0), torch.zeros(2)) for _ in range(3)) > 0.5)
+
+
+def test_unknown_alignment_is_refused():
+    with pytest.raises(ValueError, match="valid: absolute, gain"):
+        GeneralRewardConfig(alignment="progress")
+    with pytest.raises(ValueError, match="done_weight"):
+        GeneralRewardConfig(done_weight=float("nan"))
 
 
 def test_bad_input():

@@ -79,6 +79,9 @@ class RewardCheckConfig:
     """Instruction encoder of WM_txt (the one it was trained with)."""
     temperature: float = 0.0
     """Sampling temperature of WM_txt (0 = greedy)."""
+    general_alignment: Literal["absolute", "gain"] = "absolute"
+    """The general reward's alignment term (`roboscape_r.reward.general`): "absolute" or "gain"
+    (improvement over the start frame)."""
     batch_size: int = 32
     """Episodes per batched reward pass (and per batch of WM_txt golden trajectories)."""
     seed: int = 0
@@ -367,7 +370,7 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
         else:
             done_probs = zeros
             notes["general_done"] = f"done probability 0 ({wm_act_missing}): the alignment term only"
-        general = make_reward("general", tokenizer=tokenizer)
+        general = make_reward("general", tokenizer=tokenizer, alignment=config.general_alignment)
         compute("general", general, done_probs, golden_fn)
         # Its two terms, scored like rewards, to say which one tracks progress: r_t = align_t + w * p_done_t.
         weight = general.config.done_weight
