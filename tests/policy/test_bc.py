@@ -65,6 +65,27 @@ def test_bc_checkpoint_starts_ppo(tmp_path, fake_dataset, hash_encoder):
                   policy_config=tiny_policy_config(hidden_dim=32))
 
 
+def test_ppo_can_start_with_bc_s_validation_error_as_its_action_std(tmp_path, fake_dataset, hash_encoder):
+    import math
+
+    from roboscape_r.policy.ppo import bc_validation_action_rmse
+
+    bc = train_bc(fake_dataset, tmp_path / "bc", bc_config(steps=30, eval_every=10), text_encoder=hash_encoder)
+    mses = {row["step"]: row["val/action_mse"] for row in read_rows(tmp_path / "bc") if "val/action_mse" in row}
+    assert sorted(mses) == [10, 20, 30]
+    assert math.isclose(bc_validation_action_rmse(bc.checkpoint_path), math.sqrt(mses[30]))
+    assert math.isclose(bc_validation_action_rmse(bc.checkpoint_path, step=25), math.sqrt(mses[20]))
+    # A critic-only first update leaves the log-std where it started: log(sqrt(BC's val MSE)).
+    config = tiny_ppo_config(total_timesteps=4 * 8, critic_warmup_updates=1, bc_std_from_validation=True)
+    result = train_ppo(config, PointVecEnv(num_envs=4), tmp_path / "ppo", bc_init=tmp_path / "bc")
+    log_std = load_checkpoint(result.checkpoint_path, expected_kind="policy")["model"]["actor_log_std"]
+    torch.testing.assert_close(log_std, torch.full((7,), math.log(math.sqrt(mses[30]))))
+    # Without the BC run's metrics there is nothing to take the std from: a clear error.
+    (tmp_path / "bc" / "metrics.jsonl").unlink()
+    with pytest.raises(ValueError, match="metrics.jsonl"):
+        train_ppo(config, PointVecEnv(num_envs=4), tmp_path / "ppo2", bc_init=tmp_path / "bc")
+
+
 def test_bc_resume_is_exact(tmp_path, fake_dataset, hash_encoder):
     straight = train_bc(fake_dataset, tmp_path / "a", bc_config(steps=40, ckpt_every=20), text_encoder=hash_encoder)
     # A first call that stops at 20 steps: the same config with steps=20 would change the LR schedule, so

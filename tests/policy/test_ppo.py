@@ -101,6 +101,18 @@ def test_resume_refuses_another_setup(tmp_path):
         train_ppo(tiny_ppo_config(resume=False), PointVecEnv(num_envs=4), tmp_path / "run")
 
 
+def test_a_checkpoint_older_than_an_option_resumes_while_that_option_is_at_its_default(tmp_path):
+    config = tiny_ppo_config(run_updates=1)
+    first = train_ppo(config, PointVecEnv(num_envs=4), tmp_path / "run", policy_config=tiny_policy_config())
+    ckpt = torch.load(first.checkpoint_path, map_location="cpu", weights_only=False)
+    del ckpt["config"]["train"]["bc_std_from_validation"]  # as written before the option existed
+    torch.save(ckpt, first.checkpoint_path)
+    with pytest.raises(CheckpointError, match="bc_std_from_validation"):
+        train_ppo(tiny_ppo_config(run_updates=1, bc_std_from_validation=True), PointVecEnv(num_envs=4),
+                  tmp_path / "run")
+    assert train_ppo(config, PointVecEnv(num_envs=4), tmp_path / "run").update == 2
+
+
 @pytest.mark.parametrize("fault, match", [
     ("nan_reward_at", "reward was NaN/inf for envs \\[0\\]"),
     ("huge_reward_at", "loss was NaN/inf"),

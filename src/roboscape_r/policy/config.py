@@ -64,6 +64,14 @@ class PPOConfig:
     reset_log_std: bool = True
     """When starting from bc_init, set the action log-std back to PolicyConfig.init_log_std
     (BC with the NLL loss can shrink it so far that PPO no longer explores)."""
+    bc_std_from_validation: bool = False
+    """When starting from bc_init, set the action std to the BC run's root-mean-square action error
+    on its validation split (its last `val/action_mse` in metrics.jsonl): the maximum-likelihood
+    std of a Gaussian around BC's mean action, i.e. how far the demonstrations actually stray
+    from it. Overrides reset_log_std. A PPO update moves the mean by at most about
+    std * sqrt(2 * target_kl), so the std sets the scale of fine-tuning steps; the default
+    init_log_std (-0.5, std 0.61) is twice the expert actions' own spread and lets a few noisy
+    updates carry the mean far from BC."""
     seed: int = 0
     """Seeds torch, numpy, random and envs.reset."""
     device: str = "auto"

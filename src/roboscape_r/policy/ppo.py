@@ -22,6 +22,7 @@ were in flight differ.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 from pathlib import Path
@@ -52,6 +53,7 @@ from roboscape_r.policy.gae import compute_gae
 from roboscape_r.policy.network import ActorCritic, PolicyConfig
 from roboscape_r.policy.ppo_update import ppo_update
 from roboscape_r.policy.rollout import EpisodeStats, RolloutBuffer
+from roboscape_r.report.run_folder import read_metrics_jsonl
 from roboscape_r.policy.runtime import (
     NonFiniteError,
     append_metrics,
@@ -129,7 +131,7 @@ def train_ppo(config: PPOConfig, envs: Any, out_dir: str | Path, *, policy_confi
         resume_ckpt = _read_resume_checkpoint(latest, config, policy_config, num_envs)
         model = actor_critic_from_checkpoint(resume_ckpt)
     elif bc_init is not None:
-        model = _model_from_bc(bc_init, policy_config, config.reset_log_std)
+        model = _model_from_bc(bc_init, policy_config, config.reset_log_std, config.bc_std_from_validation)
     else:
         model = build_actor_critic(policy_config or PolicyConfig())
     model = model.to(device).train()
@@ -280,7 +282,13 @@ def _read_resume_checkpoint(path: Path, config: PPOConfig, policy_config: Policy
                             num_envs: int) -> dict[str, Any]:
     ckpt = read_policy_checkpoint(path)
     stored = ckpt["config"]
-    expected: dict[str, Any] = {"trainer": "ppo", "train": resume_relevant(config), "num_envs": num_envs}
+    train = resume_relevant(config)
+    # An option added after the checkpoint was written is absent from it; at its default it
+    # behaves as the code that wrote it did, so that alone does not block a resume.
+    defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig)}
+    stored_train = stored.get("train") if isinstance(stored.get("train"), dict) else {}
+    train = {k: v for k, v in train.items() if k in stored_train or v != defaults.get(k, dataclasses.MISSING)}
+    expected: dict[str, Any] = {"trainer": "ppo", "train": train, "num_envs": num_envs}
     if policy_config is not None:
         expected["policy"] = policy_config.to_dict()
     differences = config_differences(stored, expected)
@@ -292,17 +300,48 @@ def _read_resume_checkpoint(path: Path, config: PPOConfig, policy_config: Policy
     return ckpt
 
 
-def _model_from_bc(bc_init: str | Path, policy_config: PolicyConfig | None, reset_log_std: bool) -> ActorCritic:
+def _model_from_bc(bc_init: str | Path, policy_config: PolicyConfig | None, reset_log_std: bool,
+                   std_from_validation: bool = False) -> ActorCritic:
     ckpt = read_policy_checkpoint(bc_init)
     model = actor_critic_from_checkpoint(ckpt)
     if policy_config is not None and policy_config != model.config:
         differences = config_differences(model.config.to_dict(), policy_config.to_dict())
         raise ValueError(f"policy_config differs from the bc_init checkpoint {ckpt['path']}'s ({'; '.join(differences)}); "
                          "pass policy_config=None to take the checkpoint's")
-    if reset_log_std:
+    if std_from_validation:
+        with torch.no_grad():
+            step = ckpt.get("step")
+            rmse = bc_validation_action_rmse(Path(ckpt["path"]), int(step) if isinstance(step, int) else None)
+            model.actor_log_std.fill_(math.log(rmse))
+    elif reset_log_std:
         with torch.no_grad():
             model.actor_log_std.fill_(model.config.init_log_std)
     return model
+
+
+def bc_validation_action_rmse(checkpoint: Path, step: int | None = None) -> float:
+    """Root-mean-square action error of a BC run on its validation split: sqrt of the last
+    `val/action_mse` (at or before `step`, when given) in the metrics.jsonl of the run folder
+    holding `checkpoint` (RUN/checkpoints/ckpt.pt, or RUN/ckpt.pt).
+
+    Raises:
+        ValueError: no metrics.jsonl there, or no validation row in it (BC trained without a
+            validation split).
+    """
+    for folder in (checkpoint.parent.parent, checkpoint.parent):
+        metrics = folder / "metrics.jsonl"
+        if metrics.is_file():
+            break
+    else:
+        raise ValueError(f"bc_std_from_validation needs the BC run's metrics.jsonl beside {checkpoint} (in its run "
+                         "folder); pass the BC run folder as bc_init, or turn bc_std_from_validation off")
+    rows, _ = read_metrics_jsonl(metrics)
+    values = [row["val/action_mse"] for row in rows if isinstance(row.get("val/action_mse"), (int, float))
+              and (step is None or not isinstance(row.get("step"), int) or row["step"] <= step)]
+    if not values or not math.isfinite(values[-1]) or values[-1] <= 0:
+        raise ValueError(f"{metrics} has no finite positive val/action_mse (BC trained without a validation "
+                         "split?); retrain BC with one, or turn bc_std_from_validation off")
+    return math.sqrt(values[-1])
 
 
 def _frame_preparation(model: ActorCritic, envs: Any):
