@@ -7,6 +7,7 @@ from a fake dataset, and instructions are embedded by a precomputed table (a sta
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -186,6 +187,29 @@ def test_golden_trajectories_are_cached_per_start_and_instruction(assets):
     assert calls == [2, 1] and env.golden_cache.hits == 2
     torch.testing.assert_close(env.reward_fn.golden[0], golden_first[2])
     torch.testing.assert_close(env.reward_fn.golden[1], golden_first[0])
+
+
+def test_oracle_golden_is_the_start_episode_s_recorded_frames(assets):
+    from roboscape_r.data.format import read_episode
+
+    # The fake dataset's successful episodes are the even ones (all PickCube), of 5, 4 and 5 steps.
+    env = make_env(assets, tasks=("PickCube",), golden_source="dataset", golden_length=6, done_threshold=1.0)
+    assert env.components.wm_txt is None and env.golden_rollout is None
+    assert env.starts.episode_indices == (0, 2, 4)
+    env.reset(options={"start_indices": [1, 0, 1]})
+    golden = env.reward_fn.golden
+    assert golden.shape == (3, 6, 64, 64, 3)
+    real = torch.from_numpy(read_episode(Path(assets["dataset"]) / env.starts.shards[1], 2)["frames"][1:])  # 4 frames
+    expected = env.tokenizer.decode(env.tokenizer.encode(real))
+    torch.testing.assert_close(golden[0, :4], expected)
+    assert torch.equal(golden[0, 4:], expected[-1:].expand(2, -1, -1, -1))  # last frame repeated
+    torch.testing.assert_close(golden[2], golden[0])
+    assert not torch.equal(golden[1], golden[0])
+    assert env.describe()["golden"].startswith("ORACLE")
+    with pytest.raises(ValueError, match="no successful episodes of task"):
+        make_env(assets, golden_source="dataset")  # no PushCube episode succeeded
+    with pytest.raises(ValueError, match="golden_source"):
+        make_env(assets, golden_source="imagined")
 
 
 def test_golden_cache_is_bounded(assets):

@@ -43,6 +43,8 @@ class StartFrames:
     """Language instruction recorded with each episode."""
     episode_indices: tuple[int, ...]
     """Dataset episode index of each start frame (a stable key across runs)."""
+    shards: tuple[str, ...]
+    """Shard file (relative to the dataset folder) holding each start frame's episode."""
     task_names: tuple[str, ...]
     """The tasks present, in the order of their blocks in `frames`."""
     task_offsets: np.ndarray
@@ -75,7 +77,8 @@ class StartFrames:
         return dict(sorted(Counter(f"{t}/{s}" for t, s in zip(self.tasks, self.scenes)).items()))
 
 
-def load_start_frames(root: str | Path, tasks: Sequence[str], scenes: Sequence[str]) -> StartFrames:
+def load_start_frames(root: str | Path, tasks: Sequence[str], scenes: Sequence[str],
+                      successful_only: bool = False) -> StartFrames:
     """Read frame 0 of every episode of `tasks` recorded in `scenes`.
 
     Args:
@@ -83,6 +86,7 @@ def load_start_frames(root: str | Path, tasks: Sequence[str], scenes: Sequence[s
         tasks: task names (see `roboscape_r.data.scenes.TASKS`); each must have episodes.
         scenes: scene names, splits ("in-domain", "ood") or registered env ids; an episode
             matches when its scene or its env id is listed.
+        successful_only: keep only episodes that succeeded at some step (`success_once`).
 
     Returns:
         StartFrames sorted by task (in the order of `tasks`), then by episode index.
@@ -100,13 +104,15 @@ def load_start_frames(root: str | Path, tasks: Sequence[str], scenes: Sequence[s
         (shard, meta)
         for shard, meta in iter_episode_meta(manifest)
         if meta["task"] in tasks and (meta["scene"] in scene_names or meta["env_id"] in scene_names)
+        and (not successful_only or meta.get("success_once"))
     ]
     found = Counter(meta["task"] for _, meta in rows)
     missing = [task for task in tasks if found[task] == 0]
     if missing:
         held = Counter(f"{meta['task']}/{meta['scene']}" for _, meta in iter_episode_meta(manifest))
         raise ValueError(
-            f"dataset {root} has no episodes of task(s) {missing} in scenes {sorted(scene_names)}; it holds "
+            f"dataset {root} has no {'successful ' if successful_only else ''}episodes of task(s) {missing} in "
+            f"scenes {sorted(scene_names)}; it holds "
             f"{dict(sorted(held.items())) or 'no episodes'}. Pass only tasks it has, or collect them with "
             "`roboscape collect`"
         )
@@ -121,6 +127,7 @@ def load_start_frames(root: str | Path, tasks: Sequence[str], scenes: Sequence[s
         scenes=tuple(meta["scene"] for _, meta in rows),
         instructions=tuple(meta["instruction"] for _, meta in rows),
         episode_indices=tuple(int(meta["episode_index"]) for _, meta in rows),
+        shards=tuple(shard for shard, _ in rows),
         task_names=tuple(tasks),
         task_offsets=offsets,
         task_counts=counts,

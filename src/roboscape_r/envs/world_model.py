@@ -49,10 +49,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
+import h5py
 import numpy as np
 import torch
 from gymnasium.utils import seeding
 
+from roboscape_r.data.format import DatasetError
 from roboscape_r.data.scenes import TASKS, check_tasks
 from roboscape_r.envs.golden_cache import GoldenCache
 from roboscape_r.envs.models import WorldModelComponents, load_env_tokenizer, load_env_world_model, resolve_device
@@ -97,6 +99,12 @@ class WorldModelEnvConfig:
     """Frames of WM_txt's golden trajectory (the general reward aims at its last frame afterwards).
     A new start frame costs a WM_txt rollout and a tokenizer decode of this many frames, once:
     trajectories are cached."""
+    golden_source: Literal["wm_txt", "dataset"] = "wm_txt"
+    """Where golden trajectories come from. "wm_txt" (the method): WM_txt imagines them.
+    "dataset" (an oracle, for ablations only): the start episode's own recorded frames after the
+    first, through the tokenizer like every world-model frame, its last frame repeated when it is
+    shorter than golden_length; starts are then drawn from successful episodes only. It measures
+    what the rest of the pipeline (distance, WM_act, PPO) does with a perfect golden trajectory."""
     golden_cache_mb: float = 1024.0
     """Bound on cached golden frames (an 80-frame 64x64 trajectory is 0.94 MiB); 0 disables the cache."""
     act_temperature: float = 0.0
@@ -125,6 +133,8 @@ class WorldModelEnvConfig:
             raise ValueError(f"WorldModelEnvConfig.done_threshold must be in [0, 1], got {self.done_threshold}")
         if self.act_temperature < 0 or self.txt_temperature < 0:
             raise ValueError("WorldModelEnvConfig.act_temperature and txt_temperature must be >= 0 (0 = greedy)")
+        if self.golden_source not in ("wm_txt", "dataset"):
+            raise ValueError(f"WorldModelEnvConfig.golden_source must be 'wm_txt' or 'dataset', got {self.golden_source!r}")
         if self.golden_cache_mb < 0:
             raise ValueError(f"WorldModelEnvConfig.golden_cache_mb must be >= 0, got {self.golden_cache_mb}")
         check_tasks(list(self.tasks))
@@ -208,16 +218,17 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             self.reward_fn = self._make_reward(tokenizer)
             components = WorldModelComponents(
                 tokenizer, load_env_world_model(config, "act", self.device),
-                load_env_world_model(config, "txt", self.device) if self.reward_fn.needs_golden else None,
+                load_env_world_model(config, "txt", self.device) if self._uses_wm_txt else None,
             )
         else:
             self.reward_fn = self._make_reward(components.tokenizer)
         self.components = components
         self.tokenizer = components.tokenizer
         self.text_encoder = make_text_encoder(config.text_encoder) if text_encoder is None else text_encoder
-        components.check(text_dim=self.text_encoder.dim, needs_txt=self.reward_fn.needs_golden, config=config)
+        components.check(text_dim=self.text_encoder.dim, needs_txt=self._uses_wm_txt, config=config)
 
-        self.starts = load_start_frames(config.dataset, config.tasks, config.scenes)
+        self.starts = load_start_frames(config.dataset, config.tasks, config.scenes,
+                                        successful_only=config.golden_source == "dataset")
         components.check_frames(self.starts.image_size, config.dataset)
         unique = sorted(set(self.starts.instructions))
         table = self.text_encoder.encode(unique).to(torch.float32)  # (U, D)
@@ -236,7 +247,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                                          top_k=config.act_top_k, seed=config.seed,
                                          window_keep_frames=config.window_keep_frames)
         self.golden_rollout = None
-        if self.reward_fn.needs_golden:
+        if self._uses_wm_txt:
             head = None
             if config.wm_txt_spatial_head_path is not None:
                 from roboscape_r.worldmodel.spatial_head import load_spatial_head
@@ -250,6 +261,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self._np_random, _ = seeding.np_random(config.seed)
         self._needs_reset = True
         self._actions: torch.Tensor | None = None
+
+    @property
+    def _uses_wm_txt(self) -> bool:
+        return self.reward_fn.needs_golden and self.config.golden_source == "wm_txt"
 
     def _make_reward(self, tokenizer: Any) -> WorldModelReward:
         # What every env knows, as defaults; factories ignore the keywords they do not use.
@@ -312,16 +327,39 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         keys = [(int(i), text) for i, text in zip(indices, instructions)]
         found = {key: self.golden_cache.get(key) for key in dict.fromkeys(keys)}
         missing = [key for key, frames in found.items() if frames is None]
-        if missing:
+        generated: list[torch.Tensor] | torch.Tensor = []
+        if missing and self.config.golden_source == "dataset":
+            generated = [self._recorded_golden(index) for index, _ in missing]
+        elif missing:
             position = {key: keys.index(key) for key in missing}
             rows = torch.tensor([position[key] for key in missing], device=self.device)
             generated = self.golden_rollout.generate_golden(
                 real_first[rows], self._embeddings[rows], self.config.golden_length, seed=seed
             ).frames_uint8  # (M, T, H, W, 3)
-            for key, frames in zip(missing, generated):
-                found[key] = frames
-                self.golden_cache.put(key, frames)
+        for key, frames in zip(missing, generated):
+            found[key] = frames
+            self.golden_cache.put(key, frames)
         return torch.stack([found[key] for key in keys]).to(self.device)
+
+    def _recorded_golden(self, start_index: int) -> torch.Tensor:
+        """uint8 (T, H, W, 3): the start episode's recorded frames 1..T through the tokenizer
+        (golden_source="dataset"), the last one repeated to golden_length."""
+        shard = Path(self.config.dataset) / self.starts.shards[start_index]
+        episode = self.starts.episode_indices[start_index]
+        try:
+            with h5py.File(shard, "r") as handle:
+                frames = handle[f"traj_{episode}/obs/rgb"][1:self.config.golden_length + 1]
+        except (OSError, KeyError) as error:
+            raise DatasetError(f"shard {shard} is missing, corrupt or truncated ({error}); run `roboscape data "
+                               f"check {self.config.dataset}` and re-collect it") from error
+        if len(frames) == 0:
+            raise DatasetError(f"episode {episode} of {shard} has no frame after its first; it cannot be a golden "
+                               "trajectory")
+        frames = torch.from_numpy(np.asarray(frames)).to(self.device)
+        decoded = torch.cat([self.tokenizer.decode(self.tokenizer.encode(chunk, inference_mode=True),
+                                                   inference_mode=True) for chunk in frames.split(64)])
+        pad = self.config.golden_length - decoded.shape[0]
+        return torch.cat([decoded, decoded[-1:].expand(pad, *decoded.shape[1:])]) if pad > 0 else decoded
 
     # ------------------------------------------------------------------------------- step
 
@@ -404,7 +442,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             "reward": self.reward_fn.describe(),
             "tokenizer": dataclasses.asdict(tokenizer_config) if dataclasses.is_dataclass(tokenizer_config) else None,
             "wm_act": self.components.wm_act.config.to_dict(),
-            "wm_txt": wm_txt.config.to_dict() if wm_txt is not None and self.reward_fn.needs_golden else None,
+            "wm_txt": wm_txt.config.to_dict() if wm_txt is not None and self._uses_wm_txt else None,
+            "golden": (None if not self.reward_fn.needs_golden else "WM_txt" if self._uses_wm_txt
+                       else "ORACLE: the start episode's recorded frames (an ablation, not the method)"),
             "text_encoder": {"class": type(self.text_encoder).__name__, "dim": self.text_encoder.dim},
             "start_frames": self.starts.summary(),
             "device": str(self.device),
