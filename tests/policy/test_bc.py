@@ -86,6 +86,31 @@ def test_ppo_can_start_with_bc_s_validation_error_as_its_action_std(tmp_path, fa
         train_ppo(config, PointVecEnv(num_envs=4), tmp_path / "ppo2", bc_init=tmp_path / "bc")
 
 
+def test_a_bc_anchor_keeps_ppo_near_its_bc_start(tmp_path, fake_dataset, hash_encoder):
+    from roboscape_r.policy.checkpoint import actor_critic_from_checkpoint, read_policy_checkpoint
+
+    bc = train_bc(fake_dataset, tmp_path / "bc", bc_config(steps=10), text_encoder=hash_encoder)
+    start = actor_critic_from_checkpoint(read_policy_checkpoint(bc.checkpoint_path))
+    frames = torch.randint(0, 256, (32, 16, 16, 3), dtype=torch.uint8)
+    instructions = torch.randn(32, start.config.instruction_dim)
+
+    def drift(coef):
+        config = tiny_ppo_config(total_timesteps=4 * 8 * 6, learning_rate=3e-3, bc_anchor_coef=coef, target_kl=None)
+        result = train_ppo(config, PointVecEnv(num_envs=4), tmp_path / f"ppo{coef}", bc_init=bc.checkpoint_path)
+        tuned = actor_critic_from_checkpoint(read_policy_checkpoint(result.checkpoint_path))
+        with torch.no_grad():
+            gap = (tuned.action_mean(frames, instructions) - start.action_mean(frames, instructions)).abs().mean()
+        return float(gap), read_rows(tmp_path / f"ppo{coef}")
+
+    free, free_rows = drift(0.0)
+    anchored, anchored_rows = drift(100.0)
+    assert anchored < 0.5 * free, (anchored, free)
+    assert all(row["losses/bc_anchor"] == 0 for row in free_rows)
+    assert any(row["losses/bc_anchor"] > 0 for row in anchored_rows)
+    with pytest.raises(ValueError, match="bc_init"):
+        train_ppo(tiny_ppo_config(bc_anchor_coef=1.0), PointVecEnv(num_envs=4), tmp_path / "no_bc")
+
+
 def test_bc_resume_is_exact(tmp_path, fake_dataset, hash_encoder):
     straight = train_bc(fake_dataset, tmp_path / "a", bc_config(steps=40, ckpt_every=20), text_encoder=hash_encoder)
     # A first call that stops at 20 steps: the same config with steps=20 would change the LR schedule, so

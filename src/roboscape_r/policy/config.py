@@ -64,6 +64,13 @@ class PPOConfig:
     reset_log_std: bool = True
     """When starting from bc_init, set the action log-std back to PolicyConfig.init_log_std
     (BC with the NLL loss can shrink it so far that PPO no longer explores)."""
+    bc_anchor_coef: float = 0.0
+    """Weight of an anchor to the bc_init policy: mean over the minibatch's rollout frames of
+    ||mean action - BC's mean action||^2, added to the actor's loss (0 turns it off). PPO then moves
+    away from BC only where the advantages keep pulling, as in demonstration-regularised
+    fine-tuning (e.g. DAPG's decaying imitation term)."""
+    bc_anchor_decay: float = 1.0
+    """The anchor's weight is bc_anchor_coef * bc_anchor_decay ** (update - 1)."""
     bc_std_from_validation: bool = False
     """When starting from bc_init, set the action std to the BC run's root-mean-square action error
     on its validation split (its last `val/action_mse` in metrics.jsonl): the maximum-likelihood
@@ -102,13 +109,15 @@ class PPOConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"PPOConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
-        for name in ("clip_coef", "ent_coef", "vf_coef"):
+        for name in ("clip_coef", "ent_coef", "vf_coef", "bc_anchor_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"PPOConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.target_kl is not None and self.target_kl <= 0:
             raise ValueError(f"PPOConfig.target_kl must be > 0 or None, got {self.target_kl}")
         if self.critic_warmup_updates < 0:
             raise ValueError(f"PPOConfig.critic_warmup_updates must be >= 0, got {self.critic_warmup_updates}")
+        if not 0.0 < self.bc_anchor_decay <= 1.0:
+            raise ValueError(f"PPOConfig.bc_anchor_decay must be in (0, 1], got {self.bc_anchor_decay}")
         if self.run_updates is not None and self.run_updates < 1:
             raise ValueError(f"PPOConfig.run_updates must be >= 1 or None, got {self.run_updates}")
 

@@ -130,6 +130,8 @@ class ActionValue(NamedTuple):
     """(B,) entropy of the action distribution."""
     value: torch.Tensor
     """(B,) state value."""
+    mean: torch.Tensor
+    """(B, A) the Gaussian's mean (unclipped)."""
 
 
 def _layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -242,11 +244,12 @@ class ActorCritic(nn.Module):
                 trains the critic head only and leaves the encoder (and thus the actor) alone.
         """
         latent = self.features(frames_uint8, instructions)
-        dist = self.distribution(self.actor_mean(latent))
+        mean = self.actor_mean(latent)
+        dist = self.distribution(mean)
         if action is None:
             action = dist.sample()
         value = self.critic(latent.detach() if detach_value_features else latent).squeeze(-1)
-        return ActionValue(action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), value)
+        return ActionValue(action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), value, mean)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters an optimizer should update (the tokenizer of the preprocessor is frozen)."""

@@ -137,6 +137,7 @@ def train_ppo(config: PPOConfig, envs: Any, out_dir: str | Path, *, policy_confi
     model = model.to(device).train()
     policy_config = model.config
     _check_action_space(envs, policy_config.action_dim)
+    anchor = _bc_anchor(bc_init, config, device)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=config.learning_rate, eps=config.adam_eps)
     buffer = RolloutBuffer(config.num_steps, num_envs, policy_config.image_size, policy_config.instruction_dim,
                            policy_config.action_dim, device)
@@ -250,7 +251,8 @@ def train_ppo(config: PPOConfig, envs: Any, out_dir: str | Path, *, policy_confi
             model.train()
             try:
                 losses = ppo_update(model, optimizer, config, buffer, advantages, returns,
-                                    actor_on=update > config.critic_warmup_updates)
+                                    actor_on=update > config.critic_warmup_updates, anchor=anchor,
+                                    anchor_coef=config.bc_anchor_coef * config.bc_anchor_decay ** (update - 1))
             except NonFiniteError as error:
                 raise NonFiniteError(_nonfinite_message(str(error), update, global_step, ckpt_dir)) from None
             elapsed = time.perf_counter() - update_start
@@ -317,6 +319,19 @@ def _model_from_bc(bc_init: str | Path, policy_config: PolicyConfig | None, rese
         with torch.no_grad():
             model.actor_log_std.fill_(model.config.init_log_std)
     return model
+
+
+def _bc_anchor(bc_init: str | Path | None, config: PPOConfig, device: torch.device) -> ActorCritic | None:
+    """The frozen bc_init policy that PPOConfig.bc_anchor_coef pulls towards (None when off); also
+    rebuilt from bc_init on resume, since the checkpoint holds only the fine-tuned weights."""
+    if config.bc_anchor_coef == 0:
+        return None
+    if bc_init is None:
+        raise ValueError("PPOConfig.bc_anchor_coef > 0 anchors the policy to its BC start, but no bc_init was given; "
+                         "pass bc_init (also when resuming), or set bc_anchor_coef to 0")
+    anchor = actor_critic_from_checkpoint(read_policy_checkpoint(bc_init)).to(device).eval()
+    anchor.requires_grad_(False)
+    return anchor
 
 
 def bc_validation_action_rmse(checkpoint: Path, step: int | None = None) -> float:

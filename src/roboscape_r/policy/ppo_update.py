@@ -4,6 +4,7 @@ Losses (CleanRL's ppo_continuous_action):
     pg_loss  = mean(max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)))
     v_loss   = 0.5 * mean((V - R)^2)            (clipped around the rollout's V when clip_vloss)
     loss     = pg_loss - ent_coef * entropy + vf_coef * v_loss
+             + anchor_coef * mean(||mu(s) - mu_BC(s)||^2)     (only with an anchor policy)
 Padding transitions (valid False) are never sampled.
 """
 
@@ -28,7 +29,8 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, config: PPOConfig, buffer: RolloutBuffer,
-               advantages: torch.Tensor, returns: torch.Tensor, *, actor_on: bool = True) -> dict[str, float]:
+               advantages: torch.Tensor, returns: torch.Tensor, *, actor_on: bool = True,
+               anchor: ActorCritic | None = None, anchor_coef: float = 0.0) -> dict[str, float]:
     """Optimise `model` on one rollout.
 
     Args:
@@ -39,11 +41,14 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, config: PPO
         advantages, returns: float (T, N) from `compute_gae`.
         actor_on: False trains the critic head only (critic warm-up): the actor, its log-std and the
             shared encoder keep their weights.
+        anchor: a frozen policy (the bc_init one) whose mean actions the actor is pulled towards,
+            with weight anchor_coef (PPOConfig.bc_anchor_coef, decayed by the caller).
 
     Returns:
         Means over the minibatches: "losses/policy_loss", "losses/value_loss", "losses/entropy",
         "losses/old_approx_kl", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
-        "losses/grad_norm", and "losses/epochs" (epochs run before the target_kl stop).
+        "losses/grad_norm", "losses/bc_anchor" (0 without an anchor), and "losses/epochs" (epochs run
+        before the target_kl stop).
 
     Raises:
         NonFiniteError: the loss of a minibatch is NaN/inf (checked before its optimizer step).
@@ -58,7 +63,8 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, config: PPO
     b_actions, b_log_probs = buffer.flat("actions"), buffer.flat("log_probs")
     b_advantages = advantages.reshape(-1)
     minibatch_size = math.ceil(num_valid / config.num_minibatches)
-    names = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "grad_norm")
+    names = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "grad_norm", "bc_anchor")
+    use_anchor = anchor is not None and anchor_coef > 0
     sums = torch.zeros(len(names), device=b_values.device)
     count, epochs_run = 0, 0
     for epoch in range(config.update_epochs):
@@ -91,6 +97,12 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, config: PPO
                 v_loss = 0.5 * ((new.value - b_returns[mb]) ** 2).mean()
             entropy = new.entropy.mean()
             actor_loss = pg_loss - config.ent_coef * entropy
+            anchor_loss = torch.zeros((), device=b_values.device)
+            if use_anchor:
+                with torch.no_grad():
+                    anchor_mean = anchor.action_mean(b_frames[mb], b_instructions[mb])
+                anchor_loss = ((new.mean - anchor_mean) ** 2).sum(-1).mean()
+                actor_loss = actor_loss + anchor_coef * anchor_loss
             loss = config.vf_coef * v_loss + (actor_loss if actor_on else 0.0 * actor_loss)
             if not bool(torch.isfinite(loss)):
                 raise NonFiniteError(
@@ -103,7 +115,7 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, config: PPO
             grad_norm = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), config.max_grad_norm)
             optimizer.step()
             sums += torch.stack([pg_loss.detach(), v_loss.detach(), entropy.detach(), old_approx_kl, approx_kl,
-                                 clipfrac, grad_norm.detach()])
+                                 clipfrac, grad_norm.detach(), anchor_loss.detach()])
             count += 1
             epoch_kl += approx_kl
             epoch_batches += 1
