@@ -64,7 +64,13 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, config: PPO
     b_advantages = advantages.reshape(-1)
     minibatch_size = math.ceil(num_valid / config.num_minibatches)
     names = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "grad_norm", "bc_anchor")
-    use_anchor = anchor is not None and anchor_coef > 0
+    use_anchor = anchor is not None and anchor_coef > 0 and actor_on
+    anchor_means = None
+    if use_anchor:  # the frozen policy's means, once per update rather than once per epoch and minibatch
+        with torch.no_grad():
+            anchor_means = torch.zeros_like(buffer.flat("actions"))
+            for chunk in valid_index.split(1024):
+                anchor_means[chunk] = anchor.action_mean(b_frames[chunk], b_instructions[chunk])
     sums = torch.zeros(len(names), device=b_values.device)
     count, epochs_run = 0, 0
     for epoch in range(config.update_epochs):
@@ -99,9 +105,7 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, config: PPO
             actor_loss = pg_loss - config.ent_coef * entropy
             anchor_loss = torch.zeros((), device=b_values.device)
             if use_anchor:
-                with torch.no_grad():
-                    anchor_mean = anchor.action_mean(b_frames[mb], b_instructions[mb])
-                anchor_loss = ((new.mean - anchor_mean) ** 2).sum(-1).mean()
+                anchor_loss = ((new.mean - anchor_means[mb]) ** 2).sum(-1).mean()
                 actor_loss = actor_loss + anchor_coef * anchor_loss
             loss = config.vf_coef * v_loss + (actor_loss if actor_on else 0.0 * actor_loss)
             if not bool(torch.isfinite(loss)):
