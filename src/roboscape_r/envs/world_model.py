@@ -49,12 +49,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
-import h5py
 import numpy as np
 import torch
 from gymnasium.utils import seeding
 
-from roboscape_r.data.format import DatasetError
+from roboscape_r.data.format import DatasetError, read_episode
 from roboscape_r.data.scenes import TASKS, check_tasks
 from roboscape_r.envs.golden_cache import GoldenCache
 from roboscape_r.envs.models import WorldModelComponents, load_env_tokenizer, load_env_world_model, resolve_device
@@ -346,12 +345,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         (golden_source="dataset"), the last one repeated to golden_length."""
         shard = Path(self.config.dataset) / self.starts.shards[start_index]
         episode = self.starts.episode_indices[start_index]
-        try:
-            with h5py.File(shard, "r") as handle:
-                frames = handle[f"traj_{episode}/obs/rgb"][1:self.config.golden_length + 1]
-        except (OSError, KeyError) as error:
-            raise DatasetError(f"shard {shard} is missing, corrupt or truncated ({error}); run `roboscape data "
-                               f"check {self.config.dataset}` and re-collect it") from error
+        frames = read_episode(shard, episode)["frames"][1:self.config.golden_length + 1]
         if len(frames) == 0:
             raise DatasetError(f"episode {episode} of {shard} has no frame after its first; it cannot be a golden "
                                "trajectory")
