@@ -36,7 +36,7 @@ def test_shipped_presets_map_onto_real_configs(name):
     from roboscape_r.worldmodel.evaluate import EvalWMConfig
 
     preset = load_preset(name)
-    sections = {"bc": BCConfig, "ppo": PPOConfig, "wm_env": WorldModelEnvConfig, "sim_env": SimEnvArgs,
+    sections = {"bc": BCConfig, "ppo": PPOConfig, "sim_ppo": PPOConfig, "wm_env": WorldModelEnvConfig, "sim_env": SimEnvArgs,
                 "eval": EvalConfig, "reward_check": RewardCheckConfig}
     for key, cls in sections.items():
         if preset.get(key) is not None:
@@ -177,6 +177,35 @@ def test_git_revision_marks_uncommitted_changes(tmp_path):
     assert git_revision(tmp_path) == clean
     (tmp_path / "a.txt").write_text("two")
     assert git_revision(tmp_path) == clean + "+uncommitted"
+
+
+def test_sim_ppo_overrides_ppo_for_the_simulator_cells_only(tmp_path, monkeypatch):
+    import roboscape_r.policy.train_args as train_args
+    import roboscape_r.policy.router as router
+
+    seen = {}
+
+    def fake_run(args):
+        seen[(args.env, args.out.name)] = args.ppo
+        return type("Result", (), {"finished": True, "global_step": args.ppo.total_timesteps})()
+
+    monkeypatch.setattr(train_args, "run_train_policy", fake_run)
+    monkeypatch.setattr(router, "write_router", lambda *a, **k: None)
+    monkeypatch.setattr("roboscape_r.report.run_folder.read_metrics_jsonl", lambda path: ([], []))
+    preset = {**load_preset("small"), "bc_warm_start": False, "ppo": {"num_steps": 40, "target_kl": 0.05},
+              "sim_ppo": {"num_steps": 640}}
+    experiment = Experiment(preset, tmp_path / "run")
+    for method in ("general", "sim", "sim_per_task"):
+        out = tmp_path / method
+        if method == "sim_per_task":
+            for task in experiment.tasks:
+                (out / task).mkdir(parents=True)
+                (out / task / "env.json").write_text(json.dumps({"reward": "dense", "env_ids": [task]}))
+        experiment._train(method, 0, out)
+    assert seen[("wm", "general")].num_steps == 40
+    assert seen[("sim", "sim")].num_steps == 640 and seen[("sim", "sim")].target_kl == 0.05
+    assert {seen[("sim", task)].num_steps for task in experiment.tasks} == {640}
+    assert "sim_ppo" in experiment.cell_settings("sim") and "sim_ppo" not in experiment.cell_settings("general")
 
 
 def test_a_cell_made_with_other_preset_values_is_refused_by_name(tmp_path, monkeypatch):

@@ -178,7 +178,7 @@ class Experiment:
         if method == "bc":
             keys = ["tasks", "checkpoints", "data", "bc", "eval", "eval_scenes"]
         elif method in SIM_METHODS:
-            keys += ["ppo", "sim_env", "bc_warm_start"]
+            keys += ["ppo", "sim_ppo", "sim_env", "bc_warm_start"]
         else:
             keys += ["ppo", "wm_env", "bc_warm_start"]
         settings = json.loads(json.dumps({key: self.preset.get(key) for key in keys}, default=str))
@@ -254,6 +254,10 @@ class Experiment:
 
         ppo = _override(PPOConfig, self.preset.get("ppo"),
                         PPOConfig(seed=seed, total_timesteps=int(self.preset["env_steps_per_policy"])))
+        if method in SIM_METHODS:
+            # A few ManiSkill envs against dozens of world-model envs: `sim_ppo` lengthens the rollout
+            # so that both make the same number of updates of the same size from one budget.
+            ppo = _override(PPOConfig, self.preset.get("sim_ppo"), ppo)
         bc_init = None
         if self.preset.get("bc_warm_start") and "bc" in self.methods:
             bc_dir = self.cell_dir("bc", seed) / "train"
