@@ -34,7 +34,11 @@ PATTERNS = (
 
 
 def snapshot(run_dir: Path, out: Path) -> list[Path]:
-    """Copy the files of PATTERNS from run_dir to out (same relative paths); returns the copies."""
+    """Copy the files of PATTERNS from run_dir to out (same relative paths); returns the copies.
+
+    The copy mirrors the run: a file of PATTERNS in `out` that the run no longer has (a cell
+    moved aside to be redone) is deleted, so that old and new settings never mix in a report.
+    Files outside PATTERNS (a README beside the copy) are left alone."""
     if not (run_dir / "experiment.json").is_file():
         raise SystemExit(f"{run_dir} is not an experiment run folder (no experiment.json)")
     copied = []
@@ -46,6 +50,15 @@ def snapshot(run_dir: Path, out: Path) -> list[Path]:
             shutil.copyfile(source, tmp)
             tmp.replace(target)  # atomic: a snapshot never holds a half-written file
             copied.append(target)
+    kept = set(copied)
+    for pattern in PATTERNS:
+        for stale in sorted(out.glob(pattern)):
+            if stale not in kept:
+                stale.unlink()
+                print(f"removed {stale} (no longer in {run_dir})")
+    for folder in sorted((out / "cells").glob("**/"), key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
     return copied
 
 

@@ -37,3 +37,16 @@ def test_a_snapshot_holds_the_results_but_no_checkpoints_and_rebuilds_the_report
     assert len(sections(original.markdown)) == 3
     assert sections(result.markdown) == sections(original.markdown)
     assert json.loads((tmp_path / "snap" / "experiment.json").read_text())["methods"]
+
+
+def test_a_snapshot_mirrors_the_run_when_a_cell_is_moved_aside(tmp_path):
+    run = write_fake_run(tmp_path / "run", real_ppo_template(tmp_path / "ppo")[0])
+    module = load_script()
+    module.snapshot(run, tmp_path / "snap")
+    (tmp_path / "snap" / "README.md").write_text("notes")
+    assert (tmp_path / "snap" / "cells" / "general" / "seed0" / "cell.json").is_file()
+    (run / "cells" / "general" / "seed0").rename(tmp_path / "general-seed0-aside")
+    module.snapshot(run, tmp_path / "snap")
+    assert not (tmp_path / "snap" / "cells" / "general" / "seed0").exists()
+    assert (tmp_path / "snap" / "README.md").read_text() == "notes"
+    assert (tmp_path / "snap" / "cells" / "bc").is_dir()
