@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,7 +20,7 @@ from roboscape_r.report.curves import method_curve, training_curve
 from roboscape_r.report.document import Table, to_markdown
 from roboscape_r.report.model_sections import reward_rank
 from roboscape_r.report.strips import choose_strips
-from roboscape_r.report.success import ood_improvement
+from roboscape_r.report.success import mcnemar_exact_p, ood_improvement, paired_comparisons
 from tests.report.fake_run import real_ppo_template, write_fake_run
 
 ROBOSCAPE = [sys.executable, "-m", "roboscape_r.cli"]
@@ -147,6 +148,46 @@ def test_improvement_arithmetic_by_hand():
                                                        "relative_defined": 0, "baselines": 0})
     with pytest.raises(ValueError, match="rates must be in"):
         ood_improvement({"general": {"A": 1.5}})
+
+
+def test_mcnemar_by_hand():
+    assert mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(0, 5) == pytest.approx(2 / 32)  # 2 * P(X = 0), X ~ Bin(5, 1/2)
+    assert mcnemar_exact_p(9, 1) == pytest.approx(2 * 11 / 1024)  # 2 * P(X <= 1), X ~ Bin(10, 1/2)
+    assert mcnemar_exact_p(3, 3) == 1.0
+    with pytest.raises(ValueError, match="discordant counts"):
+        mcnemar_exact_p(-1, 2)
+
+
+def test_paired_comparison_matches_episodes_by_seed_task_scene_and_episode_seed():
+    def episode(train_seed, task, seed, ok, split="in-domain", scene="id-a"):
+        return {"train_seed": train_seed, "task": task, "scene": scene, "seed": seed, "split": split,
+                "success_once": ok}
+
+    episodes = {
+        "general": [episode(0, "A", 1, True), episode(0, "A", 2, True), episode(0, "A", 3, False),
+                    episode(1, "A", 1, True), episode(0, "A", 1, True, "ood", "ood-x")],
+        "bc": [episode(0, "A", 1, True), episode(0, "A", 2, False), episode(0, "A", 3, True),
+               episode(0, "A", 9, True),  # not evaluated for general: not shared
+               episode(1, "A", 1, False), episode(0, "A", 1, False, "ood", "ood-x")],
+        "sim": [],
+    }
+    run = SimpleNamespace(methods=["bc", "general", "sim"], episodes_of=lambda m: episodes[m])
+    comparisons = paired_comparisons(run)
+    assert [(c.baseline, c.split) for c in comparisons] == [("bc", "in-domain"), ("bc", "ood")]
+    in_domain = comparisons[0]
+    assert (in_domain.episodes, in_domain.ours_only, in_domain.baseline_only) == (4, 2, 1)
+    assert in_domain.p_value == pytest.approx(mcnemar_exact_p(2, 1))
+    assert (comparisons[1].episodes, comparisons[1].ours_only, comparisons[1].baseline_only) == (1, 1, 0)
+
+
+def test_report_has_the_paired_table(report):
+    _, markdown, _, _ = report
+    rows = md_table(markdown, "success_once of general vs each baseline, episode by episode")
+    assert {row["baseline"] for row in rows} >= {"sim", "bc"}
+    for row in rows:
+        assert int(row["general only"]) + int(row["baseline only"]) <= int(row["shared episodes"])
+        assert 0.0 <= float(row["McNemar p"]) <= 1.0
 
 
 def test_reward_check_and_world_model_tables(report):

@@ -27,6 +27,7 @@ from roboscape_r.report.sections import (
     header_blocks,
     improvement_blocks,
     missing_blocks,
+    paired_blocks,
     success_blocks,
 )
 from roboscape_r.report.strips import choose_strips, strip_label, write_strip_figure
@@ -34,6 +35,7 @@ from roboscape_r.report.success import (
     factor_rows,
     ood_improvement,
     ood_rates_by_task,
+    paired_comparisons,
     per_seed_spread,
     pooled_rows,
 )
@@ -143,6 +145,7 @@ def build_report(config: ReportConfig | str | Path) -> ReportResult:
     blocks: list[Block] = header_blocks(run) + missing_blocks(run)
     blocks += success_blocks(run, pooled, per_seed_spread(run), factor_rows(run))
     blocks += improvement_blocks(improvements, averages)
+    blocks += paired_blocks(paired_comparisons(run))
     blocks += _curve_blocks(run, config, figures)
     blocks += reward_check_blocks(run.reward_check, figure_src)
     blocks += _strip_blocks(run, config, figures)

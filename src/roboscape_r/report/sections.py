@@ -11,7 +11,9 @@ from roboscape_r.report.run_folder import OURS, RunData
 from roboscape_r.report.success import (
     ALL_TASKS,
     IMPROVEMENT_DEFINITION,
+    PAIRED_DEFINITION,
     Improvement,
+    PairedComparison,
     split_order,
 )
 
@@ -239,6 +241,17 @@ def improvement_blocks(improvements: list[Improvement], averages: dict) -> list[
         f"the paper's headline: {paper} on average in OOD scenes. The paper's models, data and budgets are far "
         "larger than a small preset's, so the two numbers are not expected to match."))
     return blocks
+
+
+def paired_blocks(comparisons: list[PairedComparison]) -> list[Block]:
+    blocks: list[Block] = [Heading("Paired comparison on the same episodes", 3), Paragraph(PAIRED_DEFINITION)]
+    if not comparisons:
+        return blocks + [Paragraph("Not available: the general method and a baseline need evaluation results "
+                                   "on shared episodes.")]
+    rows = [[c.baseline, c.split, str(c.episodes), str(c.ours_only), str(c.baseline_only), f"{c.p_value:.3g}"]
+            for c in comparisons]
+    return blocks + [table(["baseline", "split", "shared episodes", "general only", "baseline only", "McNemar p"],
+                           rows, "success_once of general vs each baseline, episode by episode")]
 
 
 # ---------------------------------------------------------------------------------- compute

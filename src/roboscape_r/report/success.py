@@ -1,5 +1,6 @@
 """Success rates of the evaluated methods, pooled over seeds and per seed, and the general
-reward's relative OOD improvement over each baseline.
+reward's relative OOD improvement over each baseline, and a paired comparison on the episodes
+that two methods share.
 
 Pooling: the episodes of every seed of a method are put in one group and summarised with
 :func:`roboscape_r.eval.metrics.summarize` (rate and 95% Wilson interval). The interval treats
@@ -9,6 +10,7 @@ the per-seed spread (mean and sample standard deviation of the per-seed rates) s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,3 +165,68 @@ def ood_improvement(rates: dict[str, dict[str, float]], ours: str = OURS) -> tup
         "relative_defined": len(defined), "baselines": len(improvements),
     }
     return improvements, averages
+
+
+PAIRED_DEFINITION = (
+    "Every cell of a training seed is evaluated on the same episodes (same scenes and episode seeds), so two "
+    "methods can be compared episode by episode. For the general reward against a baseline, per split, over "
+    "the episodes both were evaluated on (every task and seed): 'general only' counts episodes where general "
+    "succeeded (success_once) and the baseline did not, 'baseline only' the reverse. The p-value is the exact "
+    "two-sided McNemar test on those two counts (the episodes both or neither solved carry no information about "
+    "the difference). It is far more sensitive than comparing two pooled intervals, but it too treats episodes "
+    "as independent and leaves out the variation between training seeds."
+)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """The general reward against one baseline on the episodes both were evaluated on (one split)."""
+
+    baseline: str
+    split: str
+    episodes: int
+    """Episodes evaluated for both methods (matched on training seed, task, scene and episode seed)."""
+    ours_only: int
+    """Episodes where ours succeeded (success_once) and the baseline did not."""
+    baseline_only: int
+    p_value: float
+    """Exact two-sided McNemar p-value (1.0 when the methods never differ)."""
+
+
+def mcnemar_exact_p(ours_only: int, baseline_only: int) -> float:
+    """Two-sided exact McNemar p-value: P(a Binomial(n, 1/2) is at least as far from n/2 as observed),
+    n = ours_only + baseline_only. Raises ValueError on a negative count."""
+    if ours_only < 0 or baseline_only < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {ours_only} and {baseline_only}")
+    n, low = ours_only + baseline_only, min(ours_only, baseline_only)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(low + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_comparisons(run: RunData, ours: str = OURS) -> list[PairedComparison]:
+    """`ours` against every other evaluated method, per split, on their shared episodes.
+
+    Returns:
+        One PairedComparison per (baseline, split) with at least one shared episode, baselines in run
+        order; empty when `ours` has no evaluation results.
+    """
+    def keyed(method: str) -> dict[tuple, dict]:
+        return {(e["train_seed"], e["task"], e["scene"], e["seed"]): e for e in run.episodes_of(method)}
+
+    mine = keyed(ours)
+    comparisons = []
+    for baseline in run.methods:
+        if baseline == ours or not mine:
+            continue
+        theirs = keyed(baseline)
+        shared = [key for key in mine if key in theirs]
+        for split in split_order({mine[key]["split"] for key in shared}):
+            pairs = [(bool(mine[k]["success_once"]), bool(theirs[k]["success_once"]))
+                     for k in shared if mine[k]["split"] == split]
+            ours_only = sum(a and not b for a, b in pairs)
+            baseline_only = sum(b and not a for a, b in pairs)
+            comparisons.append(PairedComparison(baseline, split, len(pairs), ours_only, baseline_only,
+                                                mcnemar_exact_p(ours_only, baseline_only)))
+    return comparisons
