@@ -208,6 +208,34 @@ def test_sim_ppo_overrides_ppo_for_the_simulator_cells_only(tmp_path, monkeypatc
     assert "sim_ppo" in experiment.cell_settings("sim") and "sim_ppo" not in experiment.cell_settings("general")
 
 
+def test_a_cell_another_process_is_running_is_skipped_not_run_twice(tmp_path, monkeypatch):
+    from roboscape_r.atomic import try_lock
+
+    preset = {**load_preset("small"), "seeds": [0], "methods": ["bc", "general"], "reward_check": None,
+              "wm_eval": None}
+    calls = []
+    monkeypatch.setattr(Experiment, "_train", lambda self, method, seed, out: calls.append(method) or 0)
+    monkeypatch.setattr(Experiment, "_evaluate", lambda self, policy_dir, seed, out: None)
+    experiment = Experiment(preset, tmp_path / "run")
+    with try_lock(experiment.cell_dir("bc", 0) / ".lock") as held:  # as if another run were training BC
+        assert held
+        experiment.run()
+    assert calls == ["general"]
+    assert not experiment._status("bc", 0)  # untouched: its owner writes its status
+    experiment.run()  # the lock is released: BC runs now, general is done
+    assert calls == ["general", "bc"]
+
+
+def test_try_lock_is_exclusive_and_released(tmp_path):
+    from roboscape_r.atomic import try_lock
+
+    with try_lock(tmp_path / "x.lock") as first:
+        with try_lock(tmp_path / "x.lock") as second:
+            assert first and not second
+    with try_lock(tmp_path / "x.lock") as again:
+        assert again
+
+
 def test_a_cell_made_with_other_preset_values_is_refused_by_name(tmp_path, monkeypatch):
     preset = {**load_preset("small"), "seeds": [0], "methods": ["bc", "general"], "reward_check": None, "wm_eval": None}
     monkeypatch.setattr(Experiment, "_train", lambda self, method, seed, out: 0)

@@ -2,10 +2,12 @@
 
 A reader (or a crash, a kill, a full disk) never sees a half-written file: either the old file
 or the complete new one. Used for dataset shards, manifests, checkpoints and run metadata.
+`try_lock` keeps two processes from working on the same output at once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import uuid
@@ -67,3 +69,25 @@ def atomic_save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
+
+
+@contextmanager
+def try_lock(path: str | Path) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) while the block runs.
+
+    Yields True when this process holds it, or False at once, without waiting, when another
+    holds it. The operating system drops a lock when its holder exits, crashed or killed, so a
+    lock file left behind never blocks anyone. (POSIX ``flock``; two opens conflict even within
+    one process.)"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

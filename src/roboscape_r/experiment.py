@@ -20,7 +20,8 @@ Layout (what `roboscape report` reads):
     RUN_DIR/reward_check/reward_check.json, RUN_DIR/wm_eval/metrics.json (each with stage.json)
     RUN_DIR/report/index.html, REPORT.md   (`roboscape report RUN_DIR`)
 
-A cell whose cell.json says "done" is skipped on the next run; an interrupted cell resumes from
+A cell whose cell.json says "done" is skipped on the next run, and so is one that another
+process holds (a lock file per cell and per final stage); an interrupted cell resumes from
 its checkpoints (PPO and BC resume exactly); a failed cell records its error and the run goes on.
 cell.json records the preset values the cell depends on (`cell_settings`); a run whose preset
 gives other values for a cell stops with their names instead of mixing settings. The reward check
@@ -42,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from roboscape_r.atomic import atomic_write_bytes, atomic_write_json
+from roboscape_r.atomic import atomic_write_bytes, atomic_write_json, try_lock
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiment"
 WORLD_MODEL_METHODS = ("general", "embedding", "proxy")
@@ -164,13 +165,19 @@ class Experiment:
         for name, stage in (("reward_check", self._reward_check), ("wm_eval", self._wm_eval)):
             if self.preset.get(name) is None:
                 continue
-            started = time.time()
-            try:
-                stage()
-            except Exception as err:  # noqa: BLE001  (the report lists the failure; the run goes on)
-                atomic_write_json(self.out / name / "error.json", {"error": repr(err), "traceback": traceback.format_exc()})
-                print(f"[experiment] {name} failed: {err!r} (see {self.out / name / 'error.json'})")
-            self._write_experiment({name: time.time() - started})
+            # Beside the stage's folder, not in it: a stage whose models changed moves its folder away.
+            with try_lock(self.out / f".{name}.lock") as held:
+                if not held:
+                    print(f"[experiment] {name}: another process is running it, skipped")
+                    continue
+                started = time.time()
+                try:
+                    stage()
+                except Exception as err:  # noqa: BLE001  (the report lists the failure; the run goes on)
+                    atomic_write_json(self.out / name / "error.json",
+                                      {"error": repr(err), "traceback": traceback.format_exc()})
+                    print(f"[experiment] {name} failed: {err!r} (see {self.out / name / 'error.json'})")
+                self._write_experiment({name: time.time() - started})
 
     def cell_settings(self, method: str) -> dict[str, Any]:
         """The preset values a cell of `method` depends on (recorded in cell.json, checked on resume)."""
@@ -211,7 +218,16 @@ class Experiment:
                          "new values, or restore the old ones")
 
     def _run_cell(self, method: str, seed: int) -> None:
-        status = self._status(method, seed)
+        """Train and evaluate one cell, unless it is done or another process is working on it
+        (two runs on one folder, e.g. with disjoint --only, share it safely cell by cell)."""
+        with try_lock(self.cell_dir(method, seed) / ".lock") as held:
+            if not held:
+                print(f"[experiment] {method} seed {seed}: another process is running it, skipped")
+                return
+            self._run_cell_holding_lock(method, seed)
+
+    def _run_cell_holding_lock(self, method: str, seed: int) -> None:
+        status = self._status(method, seed)  # read under the lock: another process may just have finished it
         self._check_settings(method, seed, status)
         if status.get("status") == "done":
             print(f"[experiment] {method} seed {seed}: done, skipped")
