@@ -236,6 +236,29 @@ def test_try_lock_is_exclusive_and_released(tmp_path):
         assert again
 
 
+def test_a_lock_held_by_a_killed_process_is_free_again(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from roboscape_r.atomic import try_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom roboscape_r.atomic import try_lock\n"
+        f"with try_lock({str(tmp_path / 'x.lock')!r}) as held:\n"
+        "    print(held, flush=True)\n    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with try_lock(tmp_path / "x.lock") as held:
+            assert not held
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    with try_lock(tmp_path / "x.lock") as held:  # the lock file is still there; the lock is not
+        assert held and (tmp_path / "x.lock").exists()
+
+
 def test_a_cell_made_with_other_preset_values_is_refused_by_name(tmp_path, monkeypatch):
     preset = {**load_preset("small"), "seeds": [0], "methods": ["bc", "general"], "reward_check": None, "wm_eval": None}
     monkeypatch.setattr(Experiment, "_train", lambda self, method, seed, out: 0)

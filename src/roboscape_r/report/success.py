@@ -217,8 +217,8 @@ def paired_comparisons(run: RunData, ours: str = OURS) -> list[PairedComparison]
 
     mine = keyed(ours)
     comparisons = []
-    for baseline in run.methods:
-        if baseline == ours or not mine:
+    for baseline in run.methods if mine else []:
+        if baseline == ours:
             continue
         theirs = keyed(baseline)
         shared = [key for key in mine if key in theirs]
