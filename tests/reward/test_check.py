@@ -211,6 +211,68 @@ def test_error_paths(models, tmp_path):
         run_reward_check(check_config(models, tmp_path, data=tmp_path / "nothing"))
 
 
+def test_a_stopped_check_resumes_from_its_journals_and_matches_a_straight_run(models, tmp_path, monkeypatch):
+    from roboscape_r.journal import Journal
+    from roboscape_r.worldmodel.rollout import WorldModelRollout
+
+    golden_calls = []
+    generate = WorldModelRollout.generate_golden
+
+    def counting_generate(self, *args, **kwargs):
+        golden_calls.append(kwargs.get("seed"))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(WorldModelRollout, "generate_golden", counting_generate)
+    sampled = dict(temperature=1.0)  # sampled golden frames: each batch's must not depend on the ones before
+    straight = run_reward_check(check_config(models, tmp_path / "straight", **sampled), text_encoder=FakeTextEncoder())
+    assert len(golden_calls) == 3  # 9 episodes in batches of 4
+    assert not list((tmp_path / "straight").glob("*.journal.jsonl")), "journals are removed at the end"
+
+    append = Journal.append
+    appended = []
+
+    def append_then_stop(self, entry):
+        append(self, entry)
+        appended.append(entry)
+        if len(appended) == 2:  # the general reward's second batch is journaled, then the machine goes away
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Journal, "append", append_then_stop)
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        run_reward_check(check_config(models, out, **sampled), text_encoder=FakeTextEncoder())
+    assert (out / "general.journal.jsonl").is_file() and not (out / "reward_check.json").exists()
+    monkeypatch.setattr(Journal, "append", append)
+
+    golden_calls.clear()
+    resumed = run_reward_check(check_config(models, out, **sampled), text_encoder=FakeTextEncoder())
+    assert len(golden_calls) == 1, "only the batch that was not journaled is generated again"
+    for key in ("splits", "components", "episodes", "example", "rewards"):  # the same but for the output folder
+        assert json.dumps(resumed[key]).replace(str(out), "OUT") == \
+            json.dumps(straight[key]).replace(str(tmp_path / "straight"), "OUT"), key
+    assert not (out / "general.journal.jsonl").exists()
+
+
+def test_a_journal_of_other_settings_is_set_aside(models, tmp_path, monkeypatch):
+    from roboscape_r.journal import Journal
+
+    append = Journal.append
+
+    def append_then_stop(self, entry):
+        append(self, entry)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Journal, "append", append_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_reward_check(check_config(models, tmp_path), text_encoder=FakeTextEncoder())
+    monkeypatch.setattr(Journal, "append", append)
+    other = run_reward_check(check_config(models, tmp_path, general_alignment="gain"), text_encoder=FakeTextEncoder())
+    assert (tmp_path / "general.journal.jsonl.stale").is_file()
+    fresh = run_reward_check(check_config(models, tmp_path / "fresh", general_alignment="gain"),
+                             text_encoder=FakeTextEncoder())
+    assert other["episodes"] == fresh["episodes"], "nothing of the other settings' journal was used"
+
+
 def test_cli(models, tmp_path, capsys):
     from roboscape_r.cli import main
 

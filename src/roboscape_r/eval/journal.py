@@ -8,22 +8,19 @@ horizon, seed, env module and video settings) keeps those episodes and runs only
 do not depend on how episodes are batched, so the final ``results.json`` is the one a straight run
 gives. The journal is removed once ``results.json`` is written.
 
-File layout: a header line ``{"journal": FORMAT, "key": {...}}``, then one line per batch
-``{"records": [...], "videos": [...], "elapsed_s": cumulative wall seconds}``. A line cut short by
-a crash ends the journal: its batch simply runs again.
+A :class:`roboscape_r.journal.Journal` with one entry per batch: ``{"records": [...], "videos":
+[...], "elapsed_s": cumulative wall seconds}``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from roboscape_r.atomic import atomic_write_bytes
 from roboscape_r.data.format import sha256_file
+from roboscape_r.journal import Journal
 
 JOURNAL_NAME = "episodes.journal.jsonl"
 FORMAT = "roboscape-eval-journal-v1"
@@ -65,14 +62,13 @@ class EvalJournal:
             key: :func:`journal_key` of this evaluation; None (a policy built in memory, which a
                 later run cannot recognise) writes no journal and reuses none.
         """
-        self.path = Path(out) / JOURNAL_NAME
-        self.key = key
+        self._journal = Journal(Path(out) / JOURNAL_NAME, FORMAT, key)
+        self.path = self._journal.path
         self.records: list[dict] = []
         self.videos: list[dict] = []
         self.elapsed_s = 0.0
         self.note = ""
         """What happened to an existing journal (for the caller to print)."""
-        self._file = None
 
     def load(self, planned: Iterable[tuple[str, int]]) -> None:
         """Keep the journal's episodes of ``planned`` (env id, episode index) pairs.
@@ -80,23 +76,17 @@ class EvalJournal:
         A journal of another evaluation (other key) is moved to ``*.stale`` and not used. A recorded
         video whose files are gone sends its episode back to be run again.
         """
-        if not self.path.is_file():
-            return
-        lines = self.path.read_text().splitlines()
-        header = _parse(lines[0]) if lines else None
-        if self.key is None or header is None or header.get("journal") != FORMAT or header.get("key") != self.key:
-            stale = self.path.with_name(self.path.name + ".stale")
-            os.replace(self.path, stale)
+        existed = self.path.is_file()
+        batches = self._journal.read()
+        if self._journal.stale is not None:
             self.note = (f"{self.path} belongs to another evaluation (other policy files or settings) and was moved to "
-                         f"{stale}; every episode runs again")
+                         f"{self._journal.stale}; every episode runs again")
+            return
+        if not existed:
             return
         planned = set(planned)
-        kept, done = [], set()
-        for line in lines[1:]:
-            batch = _parse(line)
-            if batch is None:  # cut short by a crash: this and anything after it runs again
-                break
-            kept.append(line)
+        done: set[tuple[str, int]] = set()
+        for batch in batches:
             self.elapsed_s = float(batch.get("elapsed_s", self.elapsed_s))
             videos = {(v["env_id"], v["episode_index"]): v for v in batch.get("videos", [])}
             for record in batch.get("records", []):
@@ -110,9 +100,6 @@ class EvalJournal:
                 self.records.append(record)
                 if video is not None:
                     self.videos.append(video)
-        # Rewrite without a torn last line, so appends start on a line of their own; atomically, so
-        # a crash here cannot lose the episodes already kept.
-        atomic_write_bytes(self.path, ("\n".join([lines[0], *kept]) + "\n").encode())
         self.note = f"resuming: {len(self.records)} finished episode(s) kept from {self.path}"
 
     def done_ids(self) -> set[tuple[str, int]]:
@@ -120,32 +107,11 @@ class EvalJournal:
 
     def append(self, records: list[dict], videos: list[dict], elapsed_s: float) -> None:
         """Record one finished batch (records without frames; their videos' entries)."""
-        if self.key is None:
-            return
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fresh = not self.path.is_file()
-            self._file = self.path.open("a")
-            if fresh:
-                self._file.write(json.dumps({"journal": FORMAT, "key": self.key}) + "\n")
-        self._file.write(json.dumps({"records": records, "videos": videos, "elapsed_s": elapsed_s}) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._journal.append({"records": records, "videos": videos, "elapsed_s": elapsed_s})
 
     def finish(self) -> None:
         """Close and remove the journal (called once results.json is written)."""
-        self.close()
-        self.path.unlink(missing_ok=True)
+        self._journal.finish()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-def _parse(line: str) -> dict | None:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+        self._journal.close()

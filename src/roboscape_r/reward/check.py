@@ -27,6 +27,12 @@ Metrics per reward and split (in-domain, each OOD factor, all OOD, all):
 
 Writes `reward_check.json` and `reward_check.png` (every reward min-max normalised along one
 successful OOD PickCube episode) into the output folder.
+
+A check of the full held-out set takes about half an hour on a CPU, most of it the general reward's
+golden trajectories. Each reward's finished batches go to a journal (`OUT/<reward>.journal.jsonl`,
+:class:`roboscape_r.journal.Journal`), so a check stopped part-way resumes where it stopped and
+writes what a straight run would; a journal made with other settings, data or model weights is set
+aside. The journals are removed once reward_check.json is written.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import torch
 from tqdm.auto import tqdm
 
 from roboscape_r.atomic import atomic_write_json
+from roboscape_r.journal import Journal
 from roboscape_r.reward.base import EpisodeContext, WorldModelReward, make_reward
 from roboscape_r.worldmodel.frame_metrics import auroc
 
@@ -207,14 +214,21 @@ def load_check_episodes(root: Path, *, max_episodes: int | None, seed: int) -> l
 # ------------------------------------------------------------------------------------ rewards
 
 
-GoldenFn = Callable[[list[CheckEpisode], int], torch.Tensor]
-"""(episodes of a batch, steps) -> uint8 golden frames (B, T, H, W, 3)."""
+GoldenFn = Callable[[list[CheckEpisode], int, int], torch.Tensor]
+"""(episodes of a batch, steps, batch number) -> uint8 golden frames (B, T, H, W, 3). The batch
+number seeds any sampling, so that a batch's golden frames do not depend on the batches before it
+(a resumed check skips those)."""
+
+JOURNAL_FORMAT = "roboscape-reward-check-journal-v1"
+_NOT_IN_KEY = ("out", "progress", "num_threads", "device")
+"""Config fields that do not change a reward's values (tested: nor does resuming)."""
 
 
 @torch.inference_mode()
 def rewards_along_episodes(reward: WorldModelReward, episodes: list[CheckEpisode], done_probs: list[np.ndarray],
                            *, batch_size: int, golden_fn: GoldenFn | None = None,
-                           device: torch.device | str = "cpu", progress: bool = False) -> list[np.ndarray]:
+                           device: torch.device | str = "cpu", progress: bool = False,
+                           journal: Journal | None = None) -> list[np.ndarray]:
     """Run a world-model reward along the real frames of episodes, `batch_size` episodes at a time.
 
     Episodes are batched in order of length. The episodes of a batch step together for the longest
@@ -225,6 +239,8 @@ def rewards_along_episodes(reward: WorldModelReward, episodes: list[CheckEpisode
         done_probs: per episode, float (L,): done probability of frame t+1 (zeros if unknown).
         golden_fn: makes the golden frames of a batch; required when `reward.needs_golden`.
         device: where frames and done probabilities are sent (the reward's models' device).
+        journal: batches it holds are taken from it instead of computed; each computed batch is
+            appended to it. Its key must pin everything the rewards depend on (`reward_journal`).
 
     Returns:
         Per episode, float32 (L,) rewards r_1..r_L.
@@ -235,14 +251,22 @@ def rewards_along_episodes(reward: WorldModelReward, episodes: list[CheckEpisode
     # frames) batches of 32 run 16,480 frames sorted instead of 26,336 in dataset order.
     order = sorted(range(len(episodes)), key=lambda i: episodes[i].length)
     results: list[np.ndarray | None] = [None] * len(episodes)
+    journaled: dict[int, np.ndarray] = {}
+    for entry in journal.read() if journal is not None else []:
+        for index, values in zip(entry["episodes"], entry["rewards"]):
+            journaled[int(index)] = np.asarray(values, dtype=np.float32)
     batches = range(0, len(episodes), batch_size)
-    for first in tqdm(batches, desc=reward.name, unit="batch", disable=not progress):
+    for number, first in enumerate(tqdm(batches, desc=reward.name, unit="batch", disable=not progress)):
         members = order[first:first + batch_size]
+        if all(i in journaled and len(journaled[i]) == episodes[i].length for i in members):
+            for i in members:
+                results[i] = journaled[i]
+            continue
         chunk = [episodes[i] for i in members]
         chunk_done = [torch.from_numpy(np.asarray(done_probs[i], dtype=np.float32)) for i in members]
         steps = max(e.length for e in chunk)
         first_frames = torch.stack([e.frames[0] for e in chunk]).to(device)
-        golden = golden_fn(chunk, steps).to(device) if reward.needs_golden else None
+        golden = golden_fn(chunk, steps, number).to(device) if reward.needs_golden else None
         reward.reset(EpisodeContext(first_frames, [e.task for e in chunk], [e.instruction for e in chunk], golden))
         per_step = []
         for t in range(1, steps + 1):
@@ -252,7 +276,25 @@ def rewards_along_episodes(reward: WorldModelReward, episodes: list[CheckEpisode
         table = torch.stack(per_step, dim=1).numpy()  # (B, steps)
         for b, (i, e) in enumerate(zip(members, chunk)):
             results[i] = table[b, : e.length].copy()
+        if journal is not None:  # float32 -> JSON float -> float32 is exact: a resumed check matches
+            journal.append({"episodes": members, "rewards": [results[i].tolist() for i in members]})
     return results
+
+
+def reward_journal(config: RewardCheckConfig, name: str, inputs: dict[str, Any]) -> Journal:
+    """The journal of one reward's values in a check (`OUT/<name>.journal.jsonl`).
+
+    Its key: the check's settings (less where its output goes and how it runs), the held-out
+    dataset's manifest digest, and `inputs`, the digests of whatever the reward was computed from
+    (model weights, goal files) and its description.
+    """
+    from roboscape_r.data.format import MANIFEST_NAME, sha256_file
+    from roboscape_r.worldmodel.evaluate_report import jsonable
+
+    settings = {k: v for k, v in jsonable(dataclasses.asdict(config)).items() if k not in _NOT_IN_KEY}
+    key = jsonable({**settings, "data_manifest_sha256": sha256_file(Path(config.data) / MANIFEST_NAME),
+                    "reward": name, "inputs": inputs})
+    return Journal(Path(config.out) / f"{name}.journal.jsonl", JOURNAL_FORMAT, key)
 
 
 def _skip_reason(flag: str, path: Path | None) -> str | None:
@@ -279,7 +321,8 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
             wrong kind (the message names the flag).
         ValueError: an empty dataset, or frames/tokens/actions the models cannot take.
     """
-    from roboscape_r.checkpoint import CheckpointError
+    from roboscape_r.checkpoint import CheckpointError, weights_digest
+    from roboscape_r.data.format import sha256_file
     from roboscape_r.data.scenes import import_env_module
     from roboscape_r.reward.check_report import write_example_figure
     from roboscape_r.tokenizer.train import resolve_device
@@ -318,9 +361,17 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
     def skip(name: str, reason: str) -> None:
         status[name] = {"status": "skipped", "reason": reason}
 
-    def compute(name: str, reward: WorldModelReward, done_probs: list[np.ndarray], golden_fn=None) -> None:
+    journals: list[Journal] = []
+
+    def compute(name: str, reward: WorldModelReward, done_probs: list[np.ndarray], inputs: dict[str, Any],
+                golden_fn=None) -> None:
+        journal = reward_journal(config, name, {**inputs, "describe": reward.describe()})
+        journals.append(journal)
         per_reward[name] = rewards_along_episodes(reward, episodes, done_probs, batch_size=config.batch_size,
-                                                  golden_fn=golden_fn, device=device, progress=config.progress)
+                                                  golden_fn=golden_fn, device=device, progress=config.progress,
+                                                  journal=journal)
+        if journal.stale is not None and config.progress:
+            print(f"[reward-check] {journal.stale}: made with other settings, data or weights; set aside", flush=True)
         status[name] = {"status": "ok", "describe": reward.describe()}
 
     zeros = [np.zeros(e.length, np.float32) for e in episodes]
@@ -350,10 +401,11 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
         rollout = WorldModelRollout(wm_txt, tokenizer, temperature=config.temperature, seed=config.seed,
                                     spatial_head=head)
 
-        def golden_fn(chunk: list[CheckEpisode], steps: int) -> torch.Tensor:
+        def golden_fn(chunk: list[CheckEpisode], steps: int, batch: int) -> torch.Tensor:
             embeddings = text_encoder.encode([e.instruction for e in chunk]).to(device)
             first = torch.stack([e.frames[0] for e in chunk])
-            return rollout.generate_golden(first, embeddings, min(config.golden_max_steps, steps)).frames_uint8
+            return rollout.generate_golden(first, embeddings, min(config.golden_max_steps, steps),
+                                           seed=config.seed + batch).frames_uint8
 
         wm_act_missing = _skip_reason("--wm-act", config.wm_act)
         if wm_act_missing is None:
@@ -371,7 +423,10 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
             done_probs = zeros
             notes["general_done"] = f"done probability 0 ({wm_act_missing}): the alignment term only"
         general = make_reward("general", tokenizer=tokenizer, alignment=config.general_alignment)
-        compute("general", general, done_probs, golden_fn)
+        inputs = {"tokenizer": weights_digest(tokenizer), "wm_txt": weights_digest(wm_txt),
+                  "wm_act": weights_digest(wm_act) if wm_act_missing is None else None,
+                  "spatial_head": weights_digest(head) if head is not None else None}
+        compute("general", general, done_probs, inputs, golden_fn)
         # Its two terms, scored like rewards, to say which one tracks progress: r_t = align_t + w * p_done_t.
         weight = general.config.done_weight
         components["general/alignment"] = [r - weight * p for r, p in zip(per_reward["general"], done_probs)]
@@ -385,14 +440,16 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
         skip("embedding", f"no goal embeddings: --goals {goals} does not exist and "
                           f"{_skip_reason('--train-data', config.train_data)} to compute them")
     else:
-        compute("embedding", make_reward("embedding", tokenizer=tokenizer, goals=goals, dataset=config.train_data,
-                                         progress=config.progress), zeros)
+        embedding = make_reward("embedding", tokenizer=tokenizer, goals=goals, dataset=config.train_data,
+                                progress=config.progress)
+        compute("embedding", embedding, zeros, {"tokenizer": weights_digest(tokenizer), "goals": sha256_file(goals)})
 
     proxy_missing = _skip_reason("--proxy", config.proxy)
     if proxy_missing is not None:
         skip("proxy", proxy_missing)
     else:
-        compute("proxy", load("--proxy", make_reward, "proxy", checkpoint=config.proxy, device=device), zeros)
+        proxy = load("--proxy", make_reward, "proxy", checkpoint=config.proxy, device=device)
+        compute("proxy", proxy, zeros, {"proxy": weights_digest(proxy.net)})
 
     result = summarize(episodes, per_reward, components)
     result = jsonable({"config": dataclasses.asdict(config), "rewards": {n: status[n] for n in REWARD_ORDER},
@@ -405,6 +462,8 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
                              {name: per_reward[name][example["episode"]] for name in REWARD_ORDER if name in per_reward},
                              example["kind"])
     atomic_write_json(out / "reward_check.json", result)
+    for journal in journals:
+        journal.finish()
     return result
 
 
