@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from roboscape_r.experiment import PRESET_DIR, Experiment, _override, load_preset
+from roboscape_r.experiment import PRESET_DIR, Experiment, _override, load_preset, progress_estimate
 
 
 def test_unknown_preset_lists_known():
@@ -56,6 +56,18 @@ def test_override_rejects_unknown_option():
     with pytest.raises(ValueError, match="unknown PPOConfig option\\(s\\) \\['num_stepz'\\]"):
         _override(PPOConfig, {"num_stepz": 3})
     assert _override(PPOConfig, {"num_steps": 3}).num_steps == 3
+
+
+def test_progress_estimate_uses_the_median_time_of_done_cells_per_method():
+    done = lambda train, evaluate: {"status": "done", "train_wall_s": train, "eval_wall_s": evaluate}  # noqa: E731
+    statuses = {("bc", 0): done(100, 900), ("bc", 1): done(300, 1500), ("bc", 2): {"status": "trained", "eval_wall_s": 0},
+                ("general", 0): done(600, 2400), ("general", 1): {}, ("sim", 0): {}}
+    line = progress_estimate(statuses)
+    # bc seed 2 was trained: its evaluation is left, the median of bc's (900, 1500) = 1200 s; general
+    # seed 1 takes general's 3000 s; sim has no done cell: the median of all done cells (1000, 1800, 3000), 1800 s
+    # -> 1200 + 3000 + 1800 = 6000 s = 1.7 h.
+    assert line.startswith("3 of 6 cells done") and "about 1.7 h" in line, line
+    assert "no time estimate" in progress_estimate({("bc", 0): {}})
 
 
 @pytest.mark.maniskill

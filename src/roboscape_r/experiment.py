@@ -110,6 +110,39 @@ def git_revision(cwd: Path = PRESET_DIR) -> str:
         return "unknown"
 
 
+def progress_estimate(statuses: dict[tuple[str, int], dict[str, Any]]) -> str:
+    """How many cells are done and about how long the rest takes, from the cells' cell.json.
+
+    A cell's time is its training plus evaluation wall time. A cell not done is estimated at the
+    median time of the done cells of its method, or of all done cells when its method has none;
+    a cell already trained counts only the evaluation part. The done cells' times include anything
+    else that shared the machine then, so this is a rough guide.
+    """
+    done = {cell: s for cell, s in statuses.items() if s.get("status") == "done"}
+    times: dict[str, list[float]] = {}
+    evals: dict[str, list[float]] = {}
+    for (method, _), s in done.items():
+        train_s, eval_s = float(s.get("train_wall_s") or 0.0), float(s.get("eval_wall_s") or 0.0)
+        times.setdefault(method, []).append(train_s + eval_s)
+        evals.setdefault(method, []).append(eval_s)
+    if not done:
+        return f"0 of {len(statuses)} cells done (no time estimate before the first cell is done)"
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    every, every_eval = [t for v in times.values() for t in v], [t for v in evals.values() for t in v]
+    left_s = 0.0
+    for (method, _), s in statuses.items():
+        if s.get("status") == "done":
+            continue
+        trained = s.get("status") == "trained"
+        left_s += median(evals.get(method, every_eval) if trained else times.get(method, every))
+    return f"{len(done)} of {len(statuses)} cells done, about {left_s / 3600:.1f} h of cells left (median times of done cells)"
+
+
 class Experiment:
     """One run folder for one preset; `run()` does every unfinished cell in order."""
 
@@ -159,9 +192,12 @@ class Experiment:
         """
         self._write_experiment({})
         order = [m for m in ("bc", *WORLD_MODEL_METHODS, *SIM_METHODS) if m in self.methods]
-        for seed in self.seeds:
-            for method in order:
-                self._run_cell(method, seed)
+        cells = [(method, seed) for seed in self.seeds for method in order]
+        for number, (method, seed) in enumerate(cells, start=1):
+            if self._status(method, seed).get("status") != "done":
+                print(f"[experiment] cell {number} of {len(cells)}: {method} seed {seed}; "
+                      f"{progress_estimate({cell: self._status(*cell) for cell in cells})}", flush=True)
+            self._run_cell(method, seed)
         for name, stage in (("reward_check", self._reward_check), ("wm_eval", self._wm_eval)):
             if self.preset.get(name) is None:
                 continue
