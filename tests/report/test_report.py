@@ -20,7 +20,12 @@ from roboscape_r.report.curves import method_curve, training_curve
 from roboscape_r.report.document import Table, to_markdown
 from roboscape_r.report.model_sections import reward_rank
 from roboscape_r.report.strips import choose_strips
-from roboscape_r.report.success import mcnemar_exact_p, ood_improvement, paired_comparisons
+from roboscape_r.report.success import (
+    mcnemar_exact_p,
+    ood_improvement,
+    ood_improvement_on_shared_seeds,
+    paired_comparisons,
+)
 from tests.report.fake_run import real_ppo_template, write_fake_run
 
 ROBOSCAPE = [sys.executable, "-m", "roboscape_r.cli"]
@@ -126,6 +131,8 @@ def test_ood_improvement_table_and_paper_headline(report):
     assert row_of(rows, baseline="sim")["relative"] == "+66.7%"
     assert row_of(rows, baseline="bc")["relative"] == "n/a" and row_of(rows, baseline="bc")["absolute"] == "+50.0 pts"
     assert row_of(rows, baseline="embedding")["relative"] == "+0.0%"
+    # embedding has OOD results for seed 0 only, so general is counted on seed 0 too against it
+    assert row_of(rows, baseline="embedding")["seeds"] == "0" and row_of(rows, baseline="sim")["seeds"] == "0, 1"
     average = row_of(rows, baseline="average over baselines")
     assert average["absolute"] == "+23.3 pts" and average["relative"] == "+33.3% (over 2 of 3 baselines)"
     assert "+37.5%" in markdown and "n/a when SR(b) = 0" in markdown
@@ -148,6 +155,24 @@ def test_improvement_arithmetic_by_hand():
                                                        "relative_defined": 0, "baselines": 0})
     with pytest.raises(ValueError, match="rates must be in"):
         ood_improvement({"general": {"A": 1.5}})
+
+
+def test_improvement_counts_only_the_seeds_both_methods_were_evaluated_on():
+    def episodes(train_seed, task, successes, n=4):
+        return [{"train_seed": train_seed, "task": task, "split": "ood", "success_once": i < successes}
+                for i in range(n)]
+
+    by_method = {
+        "general": episodes(0, "A", 1),  # one seed done so far: 1/4
+        "bc": episodes(0, "A", 2) + episodes(1, "A", 4) + episodes(2, "A", 4),  # seeds 1 and 2 much better
+        "sim": episodes(1, "A", 0),  # no seed in common with general
+    }
+    run = SimpleNamespace(methods=["general", "bc", "sim"], episodes_of=lambda m: by_method[m])
+    improvements, averages = ood_improvement_on_shared_seeds(run)
+    assert [(i.baseline, i.seeds) for i in improvements] == [("bc", (0,))]
+    bc = improvements[0]  # seed 0 only: 1/4 vs 2/4, not 1/4 vs 10/12
+    assert bc.ours_rate == pytest.approx(0.25) and bc.baseline_rate == pytest.approx(0.5)
+    assert bc.relative_percent == pytest.approx(-50.0) and averages["baselines"] == 1
 
 
 def test_mcnemar_by_hand():

@@ -33,8 +33,7 @@ from roboscape_r.report.sections import (
 from roboscape_r.report.strips import choose_strips, strip_label, write_strip_figure
 from roboscape_r.report.success import (
     factor_rows,
-    ood_improvement,
-    ood_rates_by_task,
+    ood_improvement_on_shared_seeds,
     paired_comparisons,
     per_seed_spread,
     pooled_rows,
@@ -133,7 +132,7 @@ def build_report(config: ReportConfig | str | Path) -> ReportResult:
     run = load_run(config.run_dir)
     figures: list[Path] = []
     pooled = pooled_rows(run)
-    improvements, averages = ood_improvement(ood_rates_by_task(pooled))
+    improvements, averages = ood_improvement_on_shared_seeds(run)
 
     figure_src = None
     if run.reward_check_figure is not None:

@@ -228,13 +228,14 @@ def improvement_blocks(improvements: list[Improvement], averages: dict) -> list[
         return blocks + [Paragraph(f"Not available: the general method and at least one baseline need OOD "
                                    f"evaluation results. Paper's headline for comparison: {paper} average OOD "
                                    "improvement.")]
-    rows = [[i.baseline, ", ".join(i.tasks), f"{i.ours_rate:.3f}", f"{i.baseline_rate:.3f}",
-             signed(i.absolute_points, " pts"), signed(i.relative_percent, "%")] for i in improvements]
-    rows.append(["average over baselines", "", "", "", signed(averages["absolute_points"], " pts"),
+    rows = [[i.baseline, ", ".join(map(str, i.seeds)), ", ".join(i.tasks), f"{i.ours_rate:.3f}",
+             f"{i.baseline_rate:.3f}", signed(i.absolute_points, " pts"), signed(i.relative_percent, "%")]
+            for i in improvements]
+    rows.append(["average over baselines", "", "", "", "", signed(averages["absolute_points"], " pts"),
                  signed(averages["relative_percent"], "%")
                  + f" (over {averages['relative_defined']} of {averages['baselines']} baselines)"])
-    blocks.append(table(["baseline", "tasks averaged", "SR general", "SR baseline", "absolute", "relative"], rows,
-                        "OOD success_once of general vs each baseline"))
+    blocks.append(table(["baseline", "seeds", "tasks averaged", "SR general", "SR baseline", "absolute", "relative"],
+                        rows, "OOD success_once of general vs each baseline"))
     blocks.append(Paragraph(
         f"Average relative OOD improvement of the general reward: this run "
         f"{signed(averages['relative_percent'], '%')} (absolute {signed(averages['absolute_points'], ' points')}); "

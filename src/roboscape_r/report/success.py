@@ -11,7 +11,7 @@ the per-seed spread (mean and sample standard deviation of the per-seed rates) s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -106,25 +106,20 @@ class Improvement:
     """100 * (ours_rate - baseline_rate): percentage points."""
     relative_percent: float | None
     """100 * (ours_rate - baseline_rate) / baseline_rate; None when baseline_rate is 0."""
+    seeds: tuple[int, ...] = ()
+    """Training seeds whose OOD episodes were counted, for both methods (:func:`ood_improvement_on_shared_seeds`)."""
 
 
 IMPROVEMENT_DEFINITION = (
     "For a method m and task t, SR(m, t) is the pooled OOD success_once rate: successful episodes over all "
-    "episodes of t in every OOD scene and every seed of m. For a baseline b, T is the set of tasks evaluated "
+    "episodes of t in every OOD scene and every seed of m. Each baseline b is compared with general on the "
+    "training seeds both were evaluated on in OOD scenes (listed; a seed only one of them has is left out of "
+    "both, so that an unfinished run compares like with like). T is the set of tasks evaluated "
     "in OOD scenes for both general and b, and SR(m) = mean over t in T of SR(m, t). Absolute improvement = "
     "100 * (SR(general) - SR(b)) percentage points; relative improvement = 100 * (SR(general) - SR(b)) / SR(b) "
     "percent, n/a when SR(b) = 0. The averages are the mean absolute improvement over all baselines and the mean "
     "relative improvement over the baselines where it is defined."
 )
-
-
-def ood_rates_by_task(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """{method: {task: pooled OOD success_once rate}} from :func:`pooled_rows` output."""
-    rates: dict[str, dict[str, float]] = {}
-    for row in rows:
-        if row["split"] == "ood" and row["task"] != ALL_TASKS:
-            rates.setdefault(row["method"], {})[row["task"]] = row["success_once"]["rate"]
-    return rates
 
 
 def ood_improvement(rates: dict[str, dict[str, float]], ours: str = OURS) -> tuple[list[Improvement], dict]:
@@ -158,13 +153,45 @@ def ood_improvement(rates: dict[str, dict[str, float]], ours: str = OURS) -> tup
         relative = None if base_rate == 0 else 100.0 * (ours_rate - base_rate) / base_rate
         improvements.append(Improvement(baseline, tasks, ours_rate, base_rate, 100.0 * (ours_rate - base_rate),
                                         relative))
+    return improvements, _averages(improvements)
+
+
+def ood_improvement_on_shared_seeds(run: RunData, ours: str = OURS) -> tuple[list[Improvement], dict]:
+    """:func:`ood_improvement` of `ours` over each other method of `run`, each pair pooled over the
+    training seeds both were evaluated on in OOD scenes (`Improvement.seeds`).
+
+    Pooling every seed of each method instead would compare, part-way through a run, one seed of
+    ours with three seeds of a baseline; the seeds differ widely, so that is not like with like.
+
+    Returns:
+        As :func:`ood_improvement`; a baseline sharing no OOD seed with `ours` is left out.
+    """
+    def ood_seeds(method: str) -> set[int]:
+        return {e["train_seed"] for e in run.episodes_of(method) if e["split"] == "ood"}
+
+    def task_rates(method: str, seeds: set[int]) -> dict[str, float]:
+        ood = [e for e in run.episodes_of(method) if e["split"] == "ood" and e["train_seed"] in seeds]
+        return {task: float(np.mean([bool(e["success_once"]) for e in group]))
+                for (task,), group in group_by(ood, ("task",)).items()}
+
+    ours_seeds = ood_seeds(ours) if ours in run.methods else set()
+    improvements = []
+    for baseline in run.methods:
+        shared = ours_seeds & ood_seeds(baseline) if baseline != ours else set()
+        if not shared:
+            continue
+        found, _ = ood_improvement({ours: task_rates(ours, shared), baseline: task_rates(baseline, shared)}, ours)
+        improvements += [replace(i, seeds=tuple(sorted(shared))) for i in found]
+    return improvements, _averages(improvements)
+
+
+def _averages(improvements: list[Improvement]) -> dict:
     defined = [i.relative_percent for i in improvements if i.relative_percent is not None]
-    averages = {
+    return {
         "absolute_points": float(np.mean([i.absolute_points for i in improvements])) if improvements else None,
         "relative_percent": float(np.mean(defined)) if defined else None,
         "relative_defined": len(defined), "baselines": len(improvements),
     }
-    return improvements, averages
 
 
 PAIRED_DEFINITION = (
