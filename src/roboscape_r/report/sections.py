@@ -274,7 +274,9 @@ def compute_blocks(run: RunData) -> list[Block]:
     if not rows:
         return blocks + [Paragraph("No cells.")]
     blocks.append(Paragraph("Wall-clock times and env steps from each cell's cell.json ('-' where not recorded). "
-                            "Env steps are those of policy training (0 for behaviour cloning)."))
+                            "Env steps are those of policy training (0 for behaviour cloning). A wall time counts "
+                            "everything that shared the machine meanwhile: a cell run beside other jobs takes "
+                            "longer than alone."))
     blocks.append(table(["method", "seed", "status", "train wall", "eval wall", "env steps"], rows, "Per cell"))
     grand = [sum(t[k] for t in totals.values()) for k in range(3)]
     total_rows = [[m, duration(t[0]), duration(t[1]), duration(t[0] + t[1]), count(t[2])] for m, t in totals.items()]
