@@ -221,7 +221,7 @@ number seeds any sampling, so that a batch's golden frames do not depend on the 
 
 JOURNAL_FORMAT = "roboscape-reward-check-journal-v1"
 _NOT_IN_KEY = ("out", "progress", "num_threads", "device")
-"""Config fields that do not change a reward's values (tested: nor does resuming)."""
+"""Config fields that do not change a reward's values: where the output goes and how the check runs."""
 
 
 @torch.inference_mode()
@@ -255,6 +255,8 @@ def rewards_along_episodes(reward: WorldModelReward, episodes: list[CheckEpisode
     for entry in journal.read() if journal is not None else []:
         for index, values in zip(entry["episodes"], entry["rewards"]):
             journaled[int(index)] = np.asarray(values, dtype=np.float32)
+    if journaled and progress:
+        print(f"[reward-check] {reward.name}: {len(journaled)} episode(s) kept from {journal.path}", flush=True)
     batches = range(0, len(episodes), batch_size)
     for number, first in enumerate(tqdm(batches, desc=reward.name, unit="batch", disable=not progress)):
         members = order[first:first + batch_size]
