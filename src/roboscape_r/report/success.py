@@ -112,9 +112,9 @@ class Improvement:
 
 IMPROVEMENT_DEFINITION = (
     "For a method m and task t, SR(m, t) is the pooled OOD success_once rate: successful episodes over all "
-    "episodes of t in every OOD scene and every seed of m. Each baseline b is compared with general on the "
-    "training seeds both were evaluated on in OOD scenes (listed; a seed only one of them has is left out of "
-    "both, so that an unfinished run compares like with like). T is the set of tasks evaluated "
+    "episodes of t in every OOD scene and every counted training seed of m. The seeds counted for a baseline b "
+    "and for general are those both were evaluated on in OOD scenes (listed; a seed only one of them has is left "
+    "out, so that an unfinished run compares like with like). T is the set of tasks evaluated "
     "in OOD scenes for both general and b, and SR(m) = mean over t in T of SR(m, t). Absolute improvement = "
     "100 * (SR(general) - SR(b)) percentage points; relative improvement = 100 * (SR(general) - SR(b)) / SR(b) "
     "percent, n/a when SR(b) = 0. The averages are the mean absolute improvement over all baselines and the mean "
