@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def main() -> None:
         return tokenizer.decode(tokenizer.encode(batch))
 
     print(f"tokenizer {args.tokenizer}, {size}x{size} {source}, {args.threads} torch thread(s), "
-          f"load average at start {open('/proc/loadavg').read().split()[0]}")
+          f"load average at start {os.getloadavg()[0]:.2f}")
     print(f"{'batch':>5}  {'default ms':>10}  {'channels-last ms':>16}  {'speed-up':>8}  uint8 frames equal")
     for batch_size in args.batches:
         batch = frames[:batch_size]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
+import statistics
 import subprocess
 import time
 import traceback
@@ -128,18 +129,13 @@ def progress_estimate(statuses: dict[tuple[str, int], dict[str, Any]]) -> str:
     if not done:
         return f"0 of {len(statuses)} cells done (no time estimate before the first cell is done)"
 
-    def median(values: list[float]) -> float:
-        ordered = sorted(values)
-        middle = len(ordered) // 2
-        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
     every, every_eval = [t for v in times.values() for t in v], [t for v in evals.values() for t in v]
     left_s = 0.0
     for (method, _), s in statuses.items():
         if s.get("status") == "done":
             continue
         trained = s.get("status") == "trained"
-        left_s += median(evals.get(method, every_eval) if trained else times.get(method, every))
+        left_s += statistics.median(evals.get(method, every_eval) if trained else times.get(method, every))
     return f"{len(done)} of {len(statuses)} cells done, about {left_s / 3600:.1f} h of cells left (median times of done cells)"
 
 
