@@ -7,7 +7,7 @@
 #       the shipped ones came from scripts/train_models_frames.py on one GPU, see checkpoints/small/README.md)
 #   runs/proxy_reward   the proxy-reward baseline (about 15 min on 1 CPU thread)
 #   data/calib, data/train_seed3   fresh in-domain collections, seeds 2 and 3 (64 and 960 episodes:
-#       about 10 min and 52 min on 1 worker), for WM_act's done head, refitted on episodes the backbone
+#       about 10 min and 52 min measured with --workers 1), for WM_act's done head, refitted on episodes the backbone
 #   runs/refit_done     never saw (`roboscape refit-done`, about 1 h on 1 CPU thread; README)
 # Shipped copies: weights only, via roboscape_r.checkpoint.export_weights, in checkpoints/small/.
 set -euo pipefail
@@ -20,13 +20,15 @@ $RS train-tokenizer --data data/train --out runs/tokenizer --train.steps 3000 --
 $RS train-wm --data data/train --tokenizer runs/tokenizer --out runs/wm_act --train.kind act --train.steps 2500 --train.batch-size 16
 $RS train-wm --data data/train --tokenizer runs/tokenizer --out runs/wm_txt --train.kind txt --train.steps 2500 --train.batch-size 16
 $RS train-proxy-reward --data data/train --out runs/proxy_reward
-$RS collect --out data/calib --scenes in-domain --episodes 64 --seed 2
-$RS collect --out data/train_seed3 --scenes in-domain --episodes 960 --seed 3
-$RS refit-done --wm-act runs/wm_act --data data/train_seed3 --val-data data/calib --out runs/refit_done
 for kind in tokenizer wm_txt proxy_reward; do
     src=runs/$kind
     .venv/bin/python -c "import sys; from roboscape_r.checkpoint import export_weights; export_weights(sys.argv[1], sys.argv[2], expected_kind=sys.argv[3])" \
         "$src" "checkpoints/small/$kind.pt" "$kind"
 done
+$RS collect --out data/calib --scenes in-domain --episodes 64 --seed 2
+$RS collect --out data/train_seed3 --scenes in-domain --episodes 960 --seed 3
+# The tokenizer just exported (the one WM_act was trained with), not an older shipped one.
+$RS refit-done --wm-act runs/wm_act --tokenizer checkpoints/small/tokenizer.pt \
+    --data data/train_seed3 --val-data data/calib --out runs/refit_done
 cp runs/refit_done/wm_act.pt checkpoints/small/wm_act.pt  # weights only already; its done head refitted
 echo "checkpoints written to checkpoints/small/"
