@@ -1,12 +1,14 @@
 """The experiment runner: presets, their validation, and a tiny resumable run (real ManiSkill eval)."""
 
 import json
+import shutil
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
+from roboscape_r.checkpoint import latest_checkpoint
 from roboscape_r.experiment import PRESET_DIR, Experiment, _override, load_preset, progress_estimate
 
 
@@ -340,3 +342,40 @@ def test_final_stages_rerun_when_their_models_change(tmp_path, monkeypatch):
     assert json.loads((out / "reward_check" / "reward_check.json").read_text()) == {"run": 2}
     assert json.loads((out / "wm_eval" / "metrics.json").read_text()) == {"splits": {"in-domain": {}}}
     assert (out / "wm_eval.replaced-1" / "metrics.json").is_file()
+
+
+def test_a_bc_checkpoint_lost_with_its_machine_is_retrained_and_must_reproduce_the_evaluated_run(tmp_path):
+    # A run folder restored from scripts/snapshot_run.py keeps BC's metrics and results, not its
+    # checkpoint; PPO needs the checkpoint, and it must be the policy that was evaluated.
+    from tests.envs.wm_env_helpers import make_assets
+
+    assets = make_assets(tmp_path / "assets")
+    preset = {
+        "name": "tiny", "tasks": ["PickCube", "PushCube"], "seeds": [0], "methods": ["bc", "general"],
+        "bc_warm_start": True, "env_steps_per_policy": 16,
+        "checkpoints": {"tokenizer": str(assets["tokenizer_path"]), "wm_act": str(assets["wm_act_path"]),
+                        "wm_txt": str(assets["wm_txt_path"]), "proxy": "unused.pt"},
+        "data": {"train": str(assets["dataset"]), "heldout": str(assets["dataset"])},
+        "bc": {"steps": 4, "batch_size": 4, "eval_every": 2, "progress": False, "sources": ["expert", "perturbed", "random"],
+               "success_only": False},
+        "eval": {"episodes": 1},
+    }
+    experiment = Experiment(preset, tmp_path / "run")
+    bc_dir = experiment.cell_dir("bc", 0) / "train"
+    experiment._train("bc", 0, bc_dir)
+    experiment._write_status("bc", 0, status="done", trained=True)
+    recorded = (bc_dir / "metrics.jsonl").read_text()
+    shutil.rmtree(bc_dir / "checkpoints")
+    experiment._restore_bc_checkpoint(0)
+    assert latest_checkpoint(bc_dir / "checkpoints") is not None
+    assert (bc_dir / "metrics.jsonl").read_text() == recorded  # the evaluated run's record is kept
+    assert not (bc_dir.parent / "train.restore").exists()
+    experiment._restore_bc_checkpoint(0)  # a checkpoint there: nothing to do
+
+    rows = [json.loads(line) for line in recorded.splitlines()]
+    rows[-1]["losses/bc_loss"] *= 1.01  # as if another dataset had been collected
+    (bc_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    shutil.rmtree(bc_dir / "checkpoints")
+    with pytest.raises(RuntimeError, match="does not reproduce the evaluated run .*losses/bc_loss at step"):
+        experiment._restore_bc_checkpoint(0)
+    assert latest_checkpoint(bc_dir / "checkpoints") is None  # PPO would not start from the wrong policy

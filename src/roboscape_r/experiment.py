@@ -311,6 +311,7 @@ class Experiment:
             bc_dir = self.cell_dir("bc", seed) / "train"
             if not self._status("bc", seed).get("trained"):
                 raise RuntimeError(f"BC warm start wanted but the BC cell of seed {seed} did not finish ({bc_dir})")
+            self._restore_bc_checkpoint(seed)
             bc_init = bc_dir
         if method == "sim_per_task":
             return self._train_per_task(out, ppo, bc_init)
@@ -328,6 +329,42 @@ class Experiment:
         if not result.finished:
             raise RuntimeError(f"PPO stopped at {result.global_step} env steps before its budget (time limit?)")
         return int(result.global_step)
+
+    def _restore_bc_checkpoint(self, seed: int) -> None:
+        """Retrain a finished BC cell whose checkpoint is gone (a run folder restored from the
+        small files of `scripts/snapshot_run.py`), so that PPO starts from the policy that was
+        evaluated, without evaluating BC again (40 min).
+
+        BC training is deterministic for a seed and a dataset, so the retrained run must give the
+        recorded losses; if it does not (other data, other code, other floating-point behaviour),
+        this stops rather than pair PPO cells with a BC policy other than the one evaluated."""
+        from roboscape_r.checkpoint import latest_checkpoint
+        from roboscape_r.report.run_folder import read_metrics_jsonl
+
+        bc_dir = self.cell_dir("bc", seed) / "train"
+        if latest_checkpoint(bc_dir / "checkpoints") is not None:
+            return
+        recorded, _ = read_metrics_jsonl(bc_dir / "metrics.jsonl")
+        if not recorded:
+            raise RuntimeError(f"the BC cell of seed {seed} is marked trained but {bc_dir} holds neither a checkpoint "
+                               f"nor its metrics; move {bc_dir.parent} away to train and evaluate BC again")
+        retrain = bc_dir.parent / "train.restore"
+        print(f"[experiment] bc seed {seed}: checkpoint missing, retraining it in {retrain} "
+              "(its evaluation is kept)", flush=True)
+        self._train("bc", seed, retrain)
+        mismatch = _loss_mismatch(recorded, read_metrics_jsonl(retrain / "metrics.jsonl")[0], "losses/bc_loss")
+        if mismatch:
+            raise RuntimeError(f"BC seed {seed} retrained in {retrain} does not reproduce the evaluated run "
+                               f"({mismatch}); move {bc_dir.parent} away to train and evaluate BC again")
+        # The recorded metrics stay; the checkpoints move last: their presence means the rest is there.
+        for item in sorted(retrain.iterdir(), key=lambda item: item.name == "checkpoints"):
+            if item.name == "metrics.jsonl":
+                continue
+            target = bc_dir / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            item.replace(target)
+        shutil.rmtree(retrain)
 
     def _train_per_task(self, out: Path, ppo, bc_init: Path | None) -> int:
         """One ManiSkill PPO policy per task, each with 1/len(tasks) of the budget (resuming each
@@ -425,6 +462,18 @@ class Experiment:
         folder.rename(self.out / f"{name}.replaced-{k}")
         print(f"[experiment] {name}: made with other models or settings; moved to {name}.replaced-{k}, running again")
         return False
+
+
+def _loss_mismatch(recorded: list[dict], redone: list[dict], key: str, rtol: float = 1e-3) -> str | None:
+    """Where two training runs' metrics rows disagree on `key` (relative tolerance rtol), or None."""
+    old = {row["step"]: row[key] for row in recorded if key in row and "step" in row}
+    new = {row["step"]: row[key] for row in redone if key in row and "step" in row}
+    if set(old) != set(new):
+        return f"logged steps differ: {len(old)} recorded, {len(new)} now"
+    for step in sorted(old):
+        if abs(new[step] - old[step]) > rtol * max(abs(old[step]), 1e-12):
+            return f"{key} at step {step}: {old[step]:.6g} recorded, {new[step]:.6g} now"
+    return None
 
 
 def run_experiment(args: ExperimentArgs) -> Path:

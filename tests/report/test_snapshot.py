@@ -25,7 +25,7 @@ def test_a_snapshot_holds_the_results_but_no_checkpoints_and_rebuilds_the_report
     copied = load_script().snapshot(run, tmp_path / "snap")
     names = {p.relative_to(tmp_path / "snap").as_posix() for p in copied}
     assert "experiment.json" in names and "cells/general/seed0/eval/results.json" in names
-    assert not any(name.endswith(".pt") or "/videos/" in name for name in names)
+    assert not any(name.endswith((".pt", ".mp4", ".gif")) for name in names)  # the cell is done: no checkpoint
     for name in names:  # byte-for-byte copies
         assert (tmp_path / "snap" / name).read_bytes() == (run / name).read_bytes()
     result = build_report(ReportConfig(tmp_path / "snap", out=tmp_path / "report"))
@@ -50,3 +50,28 @@ def test_a_snapshot_mirrors_the_run_when_a_cell_is_moved_aside(tmp_path):
     assert not (tmp_path / "snap" / "cells" / "general" / "seed0").exists()
     assert (tmp_path / "snap" / "README.md").read_text() == "notes"
     assert (tmp_path / "snap" / "cells" / "bc").is_dir()
+
+
+def test_an_unfinished_cell_keeps_what_it_resumes_from_until_it_is_done(tmp_path):
+    run = write_fake_run(tmp_path / "run", real_ppo_template(tmp_path / "ppo")[0])
+    cell = run / "cells" / "general" / "seed0"
+    status = json.loads((cell / "cell.json").read_text())
+    (cell / "cell.json").write_text(json.dumps({**status, "status": "trained"}))
+    checkpoints = cell / "train" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    for step in (4, 8):
+        (checkpoints / f"ckpt_{step:08d}.pt").write_bytes(bytes([step]) * 100)
+    (cell / "train" / "config.json").write_text("{}")
+    (cell / "eval" / "episodes.journal.jsonl").write_text("{}\n")
+    module = load_script()
+    names = {p.relative_to(tmp_path / "snap").as_posix() for p in module.snapshot(run, tmp_path / "snap")}
+    prefix = "cells/general/seed0/"
+    assert {prefix + "train/checkpoints/ckpt_00000008.pt", prefix + "train/config.json",
+            prefix + "eval/episodes.journal.jsonl"} <= names
+    assert prefix + "train/checkpoints/ckpt_00000004.pt" not in names  # the newest only
+    assert not any(name.endswith(".pt") for name in names if not name.startswith(prefix))  # done cells: none
+    (cell / "cell.json").write_text(json.dumps({**status, "status": "done"}))
+    module.snapshot(run, tmp_path / "snap")
+    assert not list((tmp_path / "snap").glob("cells/general/seed0/train/checkpoints/*.pt"))
+    assert not (tmp_path / "snap" / prefix / "eval" / "episodes.journal.jsonl").exists()
+    assert (tmp_path / "snap" / prefix / "eval" / "results.json").is_file()
