@@ -7,16 +7,16 @@ cells survive the machine:
     experiment.json; cells/<method>/seed<k>/cell.json, train/{metrics.jsonl, env.json, router.json},
     eval/results.json, eval/videos/*_strip.png; reward_check/*.json and *.png; wm_eval/metrics.json
 
-and, for a cell not yet done, what its resumption needs: the newest checkpoint and config.json of
-each of its policy run folders and its evaluation's journal of finished episodes. They leave the
-copy once the cell is done.
+and what later work resumes from: the slim copy (`policy.slim.pt`: the policy without its frozen
+tokenizer, a few MB) of every BC policy, which the PPO cells of its seed start from, and, for a
+cell trained but not yet evaluated, its policies' slim copies and its evaluation's journal of
+finished episodes (they leave the copy once the cell is done).
 
 Usage: ``python scripts/snapshot_run.py runs/experiment-small results/experiment-small-snapshot``.
 `roboscape report` reads the copy. To resume a run on a new machine, copy the snapshot's cells/
-into the run folder: finished cells are skipped, and the unfinished one resumes from its
-checkpoint or its evaluation journal. A finished BC cell's checkpoint, which later PPO cells of
-its seed start from, is not copied: `roboscape experiment` retrains it (minutes) and checks that
-the retrained run reproduces the recorded losses.
+into the run folder: finished cells are skipped, `roboscape experiment` rebuilds each policy
+checkpoint from its slim copy (checking the weights against the original's digest), and an
+evaluation resumes from its journal. A cell whose training was under way starts its training again.
 """
 
 from __future__ import annotations
@@ -37,28 +37,22 @@ PATTERNS = (
     "reward_check/*.png",
     "wm_eval/metrics.json",
     "cells/*/*/eval/videos/*_strip.png",
+    "cells/bc/*/train/policy.slim.pt",
 )
 RESUME_PATTERNS = (
     "eval/episodes.journal.jsonl",
-    "train/config.json",
-    "train/*/config.json",
+    "train/policy.slim.pt",
+    "train/*/policy.slim.pt",
 )
-"""Relative to a cell folder: copied while the cell is not done (with the newest checkpoints)."""
+"""Relative to a cell folder: copied while the cell is not done."""
 
 
 def _resume_files(run_dir: Path) -> list[Path]:
-    """The files an unfinished cell resumes from: RESUME_PATTERNS and the newest ckpt_*.pt of
-    every checkpoints/ folder of its policy run folders."""
+    """The files of RESUME_PATTERNS of every cell not yet done."""
     files = []
     for status in sorted(run_dir.glob("cells/*/*/cell.json")):
-        if json.loads(status.read_text()).get("status") == "done":
-            continue
-        cell = status.parent
-        for pattern in RESUME_PATTERNS:
-            files += sorted(cell.glob(pattern))
-        for folder in sorted(cell.glob("train/**/checkpoints")):
-            newest = sorted(folder.glob("ckpt_*.pt"))
-            files += newest[-1:]
+        if json.loads(status.read_text()).get("status") != "done":
+            files += [path for pattern in RESUME_PATTERNS for path in sorted(status.parent.glob(pattern))]
     return files
 
 
@@ -80,8 +74,7 @@ def snapshot(run_dir: Path, out: Path) -> list[Path]:
         tmp.replace(target)  # atomic: a snapshot never holds a half-written file
         copied.append(target)
     kept = set(copied)
-    resume_patterns = [f"cells/*/*/{p}" for p in RESUME_PATTERNS] + ["cells/*/*/train/**/checkpoints/ckpt_*.pt"]
-    for pattern in (*PATTERNS, *resume_patterns):
+    for pattern in (*PATTERNS, *(f"cells/*/*/{p}" for p in RESUME_PATTERNS)):
         for stale in sorted(out.glob(pattern)):
             if stale not in kept:
                 stale.unlink()

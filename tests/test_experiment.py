@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from roboscape_r.checkpoint import latest_checkpoint
+from roboscape_r.policy.checkpoint import read_policy_checkpoint, weights_digest
 from roboscape_r.experiment import PRESET_DIR, Experiment, _override, load_preset, progress_estimate
 
 
@@ -365,6 +366,14 @@ def test_a_bc_checkpoint_lost_with_its_machine_is_retrained_and_must_reproduce_t
     experiment._train("bc", 0, bc_dir)
     experiment._write_status("bc", 0, status="done", trained=True)
     recorded = (bc_dir / "metrics.jsonl").read_text()
+    original = read_policy_checkpoint(bc_dir)["model"]
+    experiment._write_slims(bc_dir)
+    shutil.rmtree(bc_dir / "checkpoints")
+    experiment._restore_bc_checkpoint(0)  # rebuilt from the slim copy, not retrained
+    assert not (bc_dir.parent / "train.restore").exists()
+    assert weights_digest(read_policy_checkpoint(bc_dir)["model"]) == weights_digest(original)
+
+    (bc_dir / "policy.slim.pt").unlink()  # no slim copy: retrained, and it must reproduce the run
     shutil.rmtree(bc_dir / "checkpoints")
     experiment._restore_bc_checkpoint(0)
     assert latest_checkpoint(bc_dir / "checkpoints") is not None

@@ -268,14 +268,20 @@ class Experiment:
             self._write_status(method, seed, settings=self.cell_settings(method),
                                status=status.get("status", "started"))
         cell = self.cell_dir(method, seed)
-        print(f"[experiment] {method} seed {seed}: training in {cell / 'train'}", flush=True)
         try:
-            started = time.time()
-            env_steps = self._train(method, seed, cell / "train")
-            train_s = status.get("train_wall_s", 0.0) + time.time() - started
-            # Revisions per cell: a run resumed over several sessions may span code changes.
-            self._write_status(method, seed, status="trained", trained=True, train_wall_s=train_s, env_steps=env_steps,
-                               train_git_revision=status.get("train_git_revision", self.revision))
+            if status.get("trained"):
+                # Evaluation interrupted: the trained policies (rebuilt from their slim copies on a new machine).
+                self._restore_policies(cell / "train")
+                self._write_slims(cell / "train", missing_only=True)  # trained by an earlier version
+            else:
+                print(f"[experiment] {method} seed {seed}: training in {cell / 'train'}", flush=True)
+                started = time.time()
+                env_steps = self._train(method, seed, cell / "train")
+                train_s = status.get("train_wall_s", 0.0) + time.time() - started
+                self._write_slims(cell / "train")
+                # Revisions per cell: a run resumed over several sessions may span code changes.
+                self._write_status(method, seed, status="trained", trained=True, train_wall_s=train_s,
+                                   env_steps=env_steps, train_git_revision=status.get("train_git_revision", self.revision))
             eval_s = self._evaluate(cell / "train", seed, cell / "eval")
             self._write_status(method, seed, status="done", eval_wall_s=eval_s, error=None,
                                eval_git_revision=self.revision)
@@ -330,10 +336,36 @@ class Experiment:
             raise RuntimeError(f"PPO stopped at {result.global_step} env steps before its budget (time limit?)")
         return int(result.global_step)
 
+    @staticmethod
+    def _policy_run_folders(train_dir: Path) -> list[Path]:
+        """A cell's policy run folders: train/ itself, or one per task (sim_per_task)."""
+        return [train_dir, *sorted(p for p in train_dir.glob("*") if p.is_dir())] if train_dir.is_dir() else []
+
+    def _write_slims(self, train_dir: Path, missing_only: bool = False) -> None:
+        """Beside each trained policy, its slim copy (`policy.slim.pt`, without the frozen tokenizer:
+        a few MB), which `scripts/snapshot_run.py` commits so that the policy survives the machine."""
+        from roboscape_r.checkpoint import latest_checkpoint
+        from roboscape_r.policy.checkpoint import SLIM_NAME, write_slim_policy
+
+        for folder in self._policy_run_folders(train_dir):
+            newest = latest_checkpoint(folder / "checkpoints")
+            if newest is not None and not (missing_only and (folder / SLIM_NAME).is_file()):
+                write_slim_policy(newest, folder / SLIM_NAME, self.preset["checkpoints"]["tokenizer"])
+
+    def _restore_policies(self, train_dir: Path) -> None:
+        """Rebuild the checkpoint of every policy run folder that has a slim copy but no checkpoint."""
+        from roboscape_r.checkpoint import latest_checkpoint
+        from roboscape_r.policy.checkpoint import SLIM_NAME, restore_slim_policy
+
+        for folder in self._policy_run_folders(train_dir):
+            if (folder / SLIM_NAME).is_file() and latest_checkpoint(folder / "checkpoints") is None:
+                restored = restore_slim_policy(folder / SLIM_NAME, self.preset["checkpoints"]["tokenizer"], folder)
+                print(f"[experiment] rebuilt {restored} from {folder / SLIM_NAME}", flush=True)
+
     def _restore_bc_checkpoint(self, seed: int) -> None:
-        """Retrain a finished BC cell whose checkpoint is gone (a run folder restored from the
-        small files of `scripts/snapshot_run.py`), so that PPO starts from the policy that was
-        evaluated, without evaluating BC again (40 min).
+        """Make sure the checkpoint of a finished BC cell is there, so that PPO starts from the
+        policy that was evaluated, without evaluating BC again (40 min): rebuilt from its slim copy
+        (a run folder restored from `scripts/snapshot_run.py`), else retrained.
 
         BC training is deterministic for a seed and a dataset, so the retrained run must give the
         recorded losses; if it does not (other data, other code, other floating-point behaviour),
@@ -342,6 +374,7 @@ class Experiment:
         from roboscape_r.report.run_folder import read_metrics_jsonl
 
         bc_dir = self.cell_dir("bc", seed) / "train"
+        self._restore_policies(bc_dir)
         if latest_checkpoint(bc_dir / "checkpoints") is not None:
             return
         recorded, _ = read_metrics_jsonl(bc_dir / "metrics.jsonl")

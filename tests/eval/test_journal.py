@@ -110,6 +110,24 @@ def test_policy_fingerprint_follows_the_files(tmp_path):
     assert policy_fingerprint(object()) is None
 
 
+def test_policy_fingerprint_counts_a_checkpoint_by_its_weights(tmp_path):
+    import torch
+
+    from roboscape_r.checkpoint import save_checkpoint
+    from roboscape_r.policy.network import PolicyConfig
+
+    config = {"trainer": "bc", "policy": PolicyConfig().to_dict()}
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    save_checkpoint(tmp_path / "a.pt", kind="policy", config=config, model_state=weights, step=1,
+                    optimizer_state={"state": {}, "param_groups": [{"lr": 1e-3}]})
+    save_checkpoint(tmp_path / "b.pt", kind="policy", config=config, model_state=dict(weights), step=1,
+                    extra={"restored_from": "policy.slim.pt"})  # no optimizer, other bytes
+    assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
+    assert policy_fingerprint(Member(tmp_path / "a.pt")) == policy_fingerprint(Member(tmp_path / "b.pt"))
+    save_checkpoint(tmp_path / "c.pt", kind="policy", config=config, model_state={"w": weights["w"] + 1e-6}, step=1)
+    assert policy_fingerprint(Member(tmp_path / "c.pt")) != policy_fingerprint(Member(tmp_path / "a.pt"))
+
+
 def test_journal_key_ignores_how_episodes_are_spread():
     config = {"policy": "x/train", "out": "o", "workers": 2, "envs_per_worker": 4, "seed": 0, "episodes": 5}
     other = {**config, "policy": "y/train", "out": "p", "workers": 1, "envs_per_worker": 1}

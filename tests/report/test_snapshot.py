@@ -57,21 +57,22 @@ def test_an_unfinished_cell_keeps_what_it_resumes_from_until_it_is_done(tmp_path
     cell = run / "cells" / "general" / "seed0"
     status = json.loads((cell / "cell.json").read_text())
     (cell / "cell.json").write_text(json.dumps({**status, "status": "trained"}))
-    checkpoints = cell / "train" / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    for step in (4, 8):
-        (checkpoints / f"ckpt_{step:08d}.pt").write_bytes(bytes([step]) * 100)
-    (cell / "train" / "config.json").write_text("{}")
+    (cell / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (cell / "train" / "checkpoints" / "ckpt_00000008.pt").write_bytes(b"x" * 100)
+    (cell / "train" / "policy.slim.pt").write_bytes(b"slim")
     (cell / "eval" / "episodes.journal.jsonl").write_text("{}\n")
+    bc_slim = run / "cells" / "bc" / "seed0" / "train" / "policy.slim.pt"
+    bc_slim.parent.mkdir(parents=True, exist_ok=True)
+    bc_slim.write_bytes(b"bc")
     module = load_script()
     names = {p.relative_to(tmp_path / "snap").as_posix() for p in module.snapshot(run, tmp_path / "snap")}
     prefix = "cells/general/seed0/"
-    assert {prefix + "train/checkpoints/ckpt_00000008.pt", prefix + "train/config.json",
-            prefix + "eval/episodes.journal.jsonl"} <= names
-    assert prefix + "train/checkpoints/ckpt_00000004.pt" not in names  # the newest only
-    assert not any(name.endswith(".pt") for name in names if not name.startswith(prefix))  # done cells: none
+    assert {prefix + "train/policy.slim.pt", prefix + "eval/episodes.journal.jsonl",
+            "cells/bc/seed0/train/policy.slim.pt"} <= names
+    assert not any(name.endswith("ckpt_00000008.pt") for name in names)  # full checkpoints never
     (cell / "cell.json").write_text(json.dumps({**status, "status": "done"}))
     module.snapshot(run, tmp_path / "snap")
-    assert not list((tmp_path / "snap").glob("cells/general/seed0/train/checkpoints/*.pt"))
+    assert not (tmp_path / "snap" / prefix / "train" / "policy.slim.pt").exists()
     assert not (tmp_path / "snap" / prefix / "eval" / "episodes.journal.jsonl").exists()
     assert (tmp_path / "snap" / prefix / "eval" / "results.json").is_file()
+    assert (tmp_path / "snap" / "cells" / "bc" / "seed0" / "train" / "policy.slim.pt").is_file()  # later PPO cells start from it

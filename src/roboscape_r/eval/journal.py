@@ -31,11 +31,13 @@ replaced by the digest of the files it loaded."""
 
 
 def policy_fingerprint(policy: Any) -> str | None:
-    """SHA-256 over the files a policy was loaded from, or None when it has none (an object built in
-    memory: its episodes are then never reused).
+    """SHA-256 over what a policy was loaded from, or None when it was loaded from no file (an object
+    built in memory: its episodes are then never reused).
 
     A :class:`~roboscape_r.policy.router.TaskRouter` counts its router file and every routed policy's
-    checkpoint; any other policy its ``source`` file.
+    checkpoint; any other policy its ``source`` file. A policy checkpoint counts by its weights, not
+    its bytes: one rebuilt from a slim copy (`roboscape_r.policy.checkpoint.restore_slim_policy`,
+    e.g. on another machine) keeps the journal of the original.
     """
     routed = getattr(policy, "policies", None)
     members = [policy, *routed.values()] if isinstance(routed, dict) else [policy]
@@ -44,8 +46,20 @@ def policy_fingerprint(policy: Any) -> str | None:
         return None
     digest = hashlib.sha256()
     for path in files:
-        digest.update(sha256_file(Path(path)).encode())
+        digest.update(_file_digest(Path(path)).encode())
     return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    from roboscape_r.checkpoint import CheckpointError
+    from roboscape_r.policy.checkpoint import read_policy_checkpoint, weights_digest
+
+    if path.suffix == ".pt":
+        try:
+            return "weights:" + weights_digest(read_policy_checkpoint(path)["model"])
+        except CheckpointError:
+            pass  # not a policy checkpoint: its bytes count
+    return sha256_file(path)
 
 
 def journal_key(config_json: dict, fingerprint: str) -> dict:

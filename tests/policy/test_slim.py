@@ -1,0 +1,55 @@
+"""Slim policy files: a policy without its frozen tokenizer, rebuilt to the same weights."""
+
+import pytest
+import torch
+
+from roboscape_r.checkpoint import CheckpointError, save_checkpoint
+from roboscape_r.policy.checkpoint import (POLICY_KIND, build_actor_critic, policy_checkpoint_config,
+                                           read_policy_checkpoint, restore_slim_policy, weights_digest,
+                                           write_slim_policy)
+from roboscape_r.policy.network import PolicyConfig
+from tests.envs.wm_env_helpers import IMAGE_SIZE, save_tokenizer
+
+
+@pytest.fixture
+def policy_file(tmp_path):
+    tokenizer = save_tokenizer(tmp_path / "tokenizer.pt", seed=0)
+    torch.manual_seed(3)
+    model = build_actor_critic(PolicyConfig(frame_preprocess="tokenizer", tokenizer_path=str(tokenizer),
+                                            image_size=IMAGE_SIZE))
+    path = save_checkpoint(tmp_path / "run" / "checkpoints" / "ckpt_00000040.pt", kind=POLICY_KIND,
+                           config=policy_checkpoint_config("bc", model, {}), model_state=model.state_dict(),
+                           optimizer_state=torch.optim.Adam(model.parameters()).state_dict(), step=40)
+    return path, tokenizer
+
+
+def test_a_slim_policy_is_smaller_and_rebuilds_the_same_weights(tmp_path, policy_file):
+    path, tokenizer = policy_file
+    slim = write_slim_policy(path.parent.parent, tmp_path / "policy.slim.pt", tokenizer)
+    assert slim.stat().st_size < path.stat().st_size
+    rebuilt = restore_slim_policy(slim, tokenizer, tmp_path / "elsewhere")
+    assert rebuilt.name == "ckpt_00000040.pt"
+    original, again = read_policy_checkpoint(path)["model"], read_policy_checkpoint(rebuilt)["model"]
+    assert set(original) == set(again) and all(torch.equal(original[k], again[k]) for k in original)
+    assert weights_digest(original) == weights_digest(again)
+
+
+def test_a_slim_policy_refuses_another_tokenizer(tmp_path, policy_file):
+    path, tokenizer = policy_file
+    other = save_tokenizer(tmp_path / "other.pt", seed=1)
+    with pytest.raises(CheckpointError, match="differs from .*other.pt"):
+        write_slim_policy(path, tmp_path / "bad.slim.pt", other)
+    slim = write_slim_policy(path, tmp_path / "policy.slim.pt", tokenizer)
+    with pytest.raises(CheckpointError, match="SHA-256 .*other.pt has"):
+        restore_slim_policy(slim, other, tmp_path / "elsewhere")
+    with pytest.raises(CheckpointError, match="needs its tokenizer"):
+        restore_slim_policy(slim, tmp_path / "missing.pt", tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_weights_digest_sees_one_changed_value():
+    state = {"a": torch.zeros(3), "b": torch.ones(2, 2)}
+    changed = {"a": torch.zeros(3), "b": torch.ones(2, 2)}
+    changed["b"][1, 1] = 1.0000001
+    assert weights_digest(state) == weights_digest(dict(reversed(list(state.items()))))
+    assert weights_digest(state) != weights_digest(changed)
