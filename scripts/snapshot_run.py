@@ -5,7 +5,8 @@ less. This copies what `roboscape report` reads, except videos, so that the resu
 cells survive the machine:
 
     experiment.json; cells/<method>/seed<k>/cell.json, train/{metrics.jsonl, env.json, router.json},
-    eval/results.json, eval/videos/*_strip.png; reward_check/*.json and *.png; wm_eval/metrics.json
+    eval/results.json; reward_check/*.json and *.png; wm_eval/metrics.json; and of each cell's
+    frame strips, the first of each split in its video list (the ones the report would show)
 
 and what later work resumes from: the slim copy (`policy.slim.pt`: the policy without its frozen
 tokenizer, a few MB) of every BC policy, which the PPO cells of its seed start from, and, for a
@@ -36,7 +37,6 @@ PATTERNS = (
     "reward_check/*.json",
     "reward_check/*.png",
     "wm_eval/metrics.json",
-    "cells/*/*/eval/videos/*_strip.png",
     "cells/bc/*/train/policy.slim.pt",
 )
 RESUME_PATTERNS = (
@@ -56,6 +56,24 @@ def _resume_files(run_dir: Path) -> list[Path]:
     return files
 
 
+def _report_strips(run_dir: Path) -> list[Path]:
+    """Per evaluated cell, the first frame strip of each split in its results' video list: the one
+    `roboscape report` shows (`roboscape_r.report.strips.choose_strips`); the other ~60 strips
+    of a cell (2 MB) are left out."""
+    files = []
+    for results_path in sorted(run_dir.glob("cells/*/*/eval/results.json")):
+        results = json.loads(results_path.read_text())
+        split_of = {(e.get("env_id"), e.get("episode_index")): e.get("split") for e in results.get("episodes", [])}
+        seen = set()
+        for video in results.get("videos", []):
+            split = split_of.get((video.get("env_id"), video.get("episode_index")))
+            strip = results_path.parent / str(video.get("strip") or "")
+            if split is not None and split not in seen and video.get("strip") and strip.is_file():
+                seen.add(split)
+                files.append(strip)
+    return files
+
+
 def snapshot(run_dir: Path, out: Path) -> list[Path]:
     """Copy the files of PATTERNS from run_dir to out (same relative paths); returns the copies.
 
@@ -66,7 +84,7 @@ def snapshot(run_dir: Path, out: Path) -> list[Path]:
         raise SystemExit(f"{run_dir} is not an experiment run folder (no experiment.json)")
     copied = []
     sources = [source for pattern in PATTERNS for source in sorted(run_dir.glob(pattern))]
-    for source in sources + _resume_files(run_dir):
+    for source in sources + _report_strips(run_dir) + _resume_files(run_dir):
         target = out / source.relative_to(run_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
@@ -74,11 +92,11 @@ def snapshot(run_dir: Path, out: Path) -> list[Path]:
         tmp.replace(target)  # atomic: a snapshot never holds a half-written file
         copied.append(target)
     kept = set(copied)
-    for pattern in (*PATTERNS, *(f"cells/*/*/{p}" for p in RESUME_PATTERNS)):
+    for pattern in (*PATTERNS, "cells/*/*/eval/videos/*_strip.png", *(f"cells/*/*/{p}" for p in RESUME_PATTERNS)):
         for stale in sorted(out.glob(pattern)):
             if stale not in kept:
                 stale.unlink()
-                print(f"removed {stale} (no longer in {run_dir})")
+                print(f"removed {stale} (no longer in {run_dir}, or a strip no longer chosen)")
     for folder in sorted((out / "cells").glob("**/"), key=lambda p: len(p.parts), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()

@@ -28,6 +28,13 @@ def test_a_snapshot_holds_the_results_but_no_checkpoints_and_rebuilds_the_report
     assert not any(name.endswith((".pt", ".mp4", ".gif")) for name in names)  # the cell is done: no checkpoint
     for name in names:  # byte-for-byte copies
         assert (tmp_path / "snap" / name).read_bytes() == (run / name).read_bytes()
+    from roboscape_r.report.run_folder import load_run
+    from roboscape_r.report.strips import choose_strips
+
+    for split in ("in-domain", "ood"):  # the strips the report shows, and only those, are kept
+        chosen = [(e.method, e.seed, e.path.name) for e in choose_strips(load_run(run), split)]
+        assert chosen and chosen == [(e.method, e.seed, e.path.name) for e in choose_strips(load_run(tmp_path / "snap"), split)]
+    assert len([n for n in names if n.endswith("_strip.png")]) < len(list(run.glob("cells/*/*/eval/videos/*_strip.png")))
     result = build_report(ReportConfig(tmp_path / "snap", out=tmp_path / "report"))
     original = build_report(ReportConfig(run, out=tmp_path / "report_original"))
     def sections(path):
