@@ -73,12 +73,12 @@ def test_progress_estimate_uses_the_median_time_of_done_cells_per_method():
     assert "no time estimate" in progress_estimate({("bc", 0): {}})
 
 
-@pytest.mark.maniskill
-def test_tiny_experiment_runs_and_resumes(tmp_path):
+def tiny_preset(tmp_path):
+    """BC and the general reward on two tasks, with tiny fake checkpoints and data, in seconds."""
     from tests.envs.wm_env_helpers import make_assets
 
     assets = make_assets(tmp_path / "assets")
-    preset = {
+    return {
         "name": "tiny", "tasks": ["PickCube", "PushCube"], "seeds": [0], "methods": ["bc", "general"],
         "bc_warm_start": True, "env_steps_per_policy": 16,
         "checkpoints": {"tokenizer": str(assets["tokenizer_path"]), "wm_act": str(assets["wm_act_path"]),
@@ -91,6 +91,11 @@ def test_tiny_experiment_runs_and_resumes(tmp_path):
         "eval_scenes": ["id-default-wood", "ood-color-purple"],
         "eval": {"episodes": 1, "max_steps": 3, "workers": 1, "video_episodes": 1},
     }
+
+
+@pytest.mark.maniskill
+def test_tiny_experiment_runs_and_resumes(tmp_path):
+    preset = tiny_preset(tmp_path)
     out = tmp_path / "run"
     Experiment(preset, out).run()
     for method in ("bc", "general"):
@@ -348,19 +353,7 @@ def test_final_stages_rerun_when_their_models_change(tmp_path, monkeypatch):
 def test_a_bc_checkpoint_lost_with_its_machine_is_retrained_and_must_reproduce_the_evaluated_run(tmp_path):
     # A run folder restored from scripts/snapshot_run.py keeps BC's metrics and results, not its
     # checkpoint; PPO needs the checkpoint, and it must be the policy that was evaluated.
-    from tests.envs.wm_env_helpers import make_assets
-
-    assets = make_assets(tmp_path / "assets")
-    preset = {
-        "name": "tiny", "tasks": ["PickCube", "PushCube"], "seeds": [0], "methods": ["bc", "general"],
-        "bc_warm_start": True, "env_steps_per_policy": 16,
-        "checkpoints": {"tokenizer": str(assets["tokenizer_path"]), "wm_act": str(assets["wm_act_path"]),
-                        "wm_txt": str(assets["wm_txt_path"]), "proxy": "unused.pt"},
-        "data": {"train": str(assets["dataset"]), "heldout": str(assets["dataset"])},
-        "bc": {"steps": 4, "batch_size": 4, "eval_every": 2, "progress": False, "sources": ["expert", "perturbed", "random"],
-               "success_only": False},
-        "eval": {"episodes": 1},
-    }
+    preset = tiny_preset(tmp_path)
     experiment = Experiment(preset, tmp_path / "run")
     bc_dir = experiment.cell_dir("bc", 0) / "train"
     experiment._train("bc", 0, bc_dir)
