@@ -57,20 +57,17 @@ def _resume_files(run_dir: Path) -> list[Path]:
 
 
 def _report_strips(run_dir: Path) -> list[Path]:
-    """Per evaluated cell, the first frame strip of each split in its results' video list: the one
-    `roboscape report` shows (`roboscape_r.report.strips.choose_strips`); the other ~60 strips
-    of a cell (2 MB) are left out."""
+    """Per evaluated cell, the frame strip of each split that `roboscape report` would show
+    (`roboscape_r.report.strips.first_strip`); the other ~60 strips of a cell (2 MB) are left out."""
+    from roboscape_r.report.strips import first_strip
+
     files = []
     for results_path in sorted(run_dir.glob("cells/*/*/eval/results.json")):
         results = json.loads(results_path.read_text())
-        split_of = {(e.get("env_id"), e.get("episode_index")): e.get("split") for e in results.get("episodes", [])}
-        seen = set()
-        for video in results.get("videos", []):
-            split = split_of.get((video.get("env_id"), video.get("episode_index")))
-            strip = results_path.parent / str(video.get("strip") or "")
-            if split is not None and split not in seen and video.get("strip") and strip.is_file():
-                seen.add(split)
-                files.append(strip)
+        for split in ("in-domain", "ood"):
+            found = first_strip(results_path.parent, results, split)
+            if found is not None:
+                files.append(found[1])
     return files
 
 

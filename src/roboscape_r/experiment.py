@@ -364,7 +364,7 @@ class Experiment:
 
     def _restore_bc_checkpoint(self, seed: int) -> None:
         """Make sure the checkpoint of a finished BC cell is there, so that PPO starts from the
-        policy that was evaluated, without evaluating BC again (40 min): rebuilt from its slim copy
+        policy that was evaluated, without evaluating BC again (26-40 min): rebuilt from its slim copy
         (a run folder restored from `scripts/snapshot_run.py`), else retrained.
 
         BC training is deterministic for a seed and a dataset, so the retrained run must give the

@@ -31,28 +31,32 @@ class StripExample:
     path: Path
 
 
+def first_strip(eval_dir: Path, results: dict, split: str) -> tuple[dict, Path] | None:
+    """The episode record and strip path of the first video of `split` in an evaluation's video list
+    whose strip file exists in `eval_dir`, or None."""
+    records = {(e.get("env_id"), e.get("episode_index")): e for e in results.get("episodes", [])}
+    for video in results.get("videos", []):
+        record = records.get((video.get("env_id"), video.get("episode_index")))
+        strip = video.get("strip")
+        if record is None or record.get("split") != split or not strip:
+            continue
+        if (eval_dir / strip).is_file():
+            return record, eval_dir / strip
+    return None
+
+
 def choose_strips(run: RunData, split: str) -> list[StripExample]:
     """The strip shown for each method in `split` ("in-domain" or "ood"), methods in run order;
     methods without a strip of that split are left out."""
     chosen = []
     for method in run.methods:
         for cell in run.cells_of(method):
-            results = cell.eval_results or {}
-            records = {(e.get("env_id"), e.get("episode_index")): e for e in results.get("episodes", [])}
-            example = None
-            for video in results.get("videos", []):
-                record = records.get((video.get("env_id"), video.get("episode_index")))
-                strip = video.get("strip")
-                if record is None or record.get("split") != split or not strip:
-                    continue
-                path = cell.path / "eval" / strip
-                if path.is_file():
-                    example = StripExample(method, cell.seed, str(record["task"]), str(record["scene"]),
+            found = first_strip(cell.path / "eval", cell.eval_results or {}, split)
+            if found is not None:
+                record, path = found
+                chosen.append(StripExample(method, cell.seed, str(record["task"]), str(record["scene"]),
                                            int(record["episode_index"]), split, record.get("success_once"),
-                                           record.get("success_at_end"), path)
-                    break
-            if example is not None:
-                chosen.append(example)
+                                           record.get("success_at_end"), path))
                 break
     return chosen
 
