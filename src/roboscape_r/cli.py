@@ -26,6 +26,7 @@ commands:
   train-wm           train WM_act (--train.kind act) or WM_txt (--train.kind txt) on tokenised episodes
   refit-done         refit WM_act's done head on frozen features (weight decay, early stopping on validation episodes)
   train-spatial-head fit a head that decodes a frame's tokens jointly (coherent WM_txt golden trajectories)
+  train-context-decoder  fit a decoder that draws predicted tokens on the real context frame (sharp still background)
   eval-wm            score world models on held-out episodes per split (open loop, controllability, done, golden)
   train-policy       PPO inside the world model (--env wm, reward by name) or in ManiSkill (--env sim)
   train-bc           behaviour cloning from expert episodes (a baseline and a PPO warm start)
@@ -191,6 +192,19 @@ def _cmd_train_spatial_head(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_train_context_decoder(argv: list[str]) -> int:
+    from roboscape_r.worldmodel.context_decoder_fit import ContextDecoderFitConfig, run_fit_context_decoder
+
+    config = tyro.cli(ContextDecoderFitConfig, args=argv, prog="roboscape train-context-decoder")
+    report = run_fit_context_decoder(config)
+    scores = report["val_psnr_db"]
+    for name in ("chosen", "plain_decoder", "copy_last"):
+        print(f"{name:>14}: " + "  ".join(f"{h} {db:.2f} dB" for h, db in scores[name].items()))
+    print(f"(validation open-loop windows, WM_act's predictions; chosen step {report['chosen_step']})")
+    print(f"wrote {config.out / 'context_decoder.pt'} and {config.out / 'context_decoder.json'}")
+    return 0
+
+
 def _cmd_reward_check(argv: list[str]) -> int:
     from roboscape_r.reward.check import RewardCheckConfig, run_reward_check
     from roboscape_r.reward.check_report import format_reward_check
@@ -257,7 +271,8 @@ def _cmd_report(argv: list[str]) -> int:
 
 COMMANDS = {"collect": _cmd_collect, "data": _cmd_data, "train-tokenizer": _cmd_train_tokenizer,
             "train-wm": _cmd_train_wm, "refit-done": _cmd_refit_done,
-            "train-spatial-head": _cmd_train_spatial_head, "eval-wm": _cmd_eval_wm,
+            "train-spatial-head": _cmd_train_spatial_head,
+            "train-context-decoder": _cmd_train_context_decoder, "eval-wm": _cmd_eval_wm,
             "train-policy": _cmd_train_policy, "experiment": _cmd_experiment, "train-bc": _cmd_train_bc, "train-proxy-reward": _cmd_train_proxy_reward,
             "reward-check": _cmd_reward_check, "eval": _cmd_eval, "report": _cmd_report}
 

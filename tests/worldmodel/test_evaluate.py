@@ -381,3 +381,34 @@ def test_spatial_head_needs_its_wm_txt_and_must_fit_it(setup, tmp_path):
     with pytest.raises(CheckpointError, match="--wm-txt-spatial-head"):
         run_evaluation(eval_config(paths, tmp_path / "o3", wm_txt=paths["wm_txt"], wm_txt_spatial_head=paths["wm_act"]),
                        text_encoder=FakeTextEncoder())
+
+
+def test_an_untrained_context_decoder_scores_exactly_as_copy_last(setup, tmp_path):
+    from roboscape_r.tokenizer.context_decoder import CHECKPOINT_KIND, ContextDecoder, ContextDecoderConfig
+
+    _, paths, tokenizer, _ = setup
+    decoder = ContextDecoder(tokenizer.config, ContextDecoderConfig(channels=8, num_res_blocks=1, norm_groups=4))
+    path = save_checkpoint(tmp_path / "cd.pt", kind=CHECKPOINT_KIND, config=decoder.checkpoint_config(),
+                           model_state=decoder.state_dict(), step=0)
+    metrics = run_evaluation(eval_config(paths, tmp_path / "out", context_decoder=path))
+    for entry in metrics["splits"].values():
+        for cell in entry["open_loop"].values():
+            assert cell["model_context"]["psnr"] == pytest.approx(cell["copy_last"]["psnr"])
+            assert cell["moving"]["model_context"]["psnr"] == pytest.approx(cell["moving"]["copy_last"]["psnr"],
+                                                                            nan_ok=True)
+    assert "m/a/c/r/x" in format_metrics(metrics)
+    assert "m/a/c/r/x" not in format_metrics(run_evaluation(eval_config(paths, tmp_path / "plain")))
+
+
+def test_a_context_decoder_of_another_tokenizer_is_refused(setup, tmp_path):
+    from roboscape_r.tokenizer.context_decoder import CHECKPOINT_KIND, ContextDecoder
+
+    _, paths, tokenizer, _ = setup
+    other = dataclasses.replace(tokenizer.config, codebook_bits=5)
+    decoder = ContextDecoder(other)
+    path = save_checkpoint(tmp_path / "cd.pt", kind=CHECKPOINT_KIND, config=decoder.checkpoint_config(),
+                           model_state=decoder.state_dict(), step=0)
+    with pytest.raises(ValueError, match="--context-decoder was fitted to a tokenizer with another config"):
+        run_evaluation(eval_config(paths, tmp_path / "out", context_decoder=path))
+    with pytest.raises(CheckpointError, match="--context-decoder"):
+        run_evaluation(eval_config(paths, tmp_path / "out", context_decoder=paths["wm_act"]))

@@ -7,7 +7,7 @@ from typing import Any
 
 from roboscape_r.report.document import Block, Bullets, Heading, Image, Paragraph, table
 from roboscape_r.report.run_folder import OURS
-from roboscape_r.worldmodel.evaluate_report import REFERENCES
+from roboscape_r.worldmodel.evaluate_report import CONTEXT_REFERENCE, references_of
 
 REFERENCE_SIM = "sim"
 """The simulator's dense reward: computed from privileged state, a reference rather than a competitor."""
@@ -147,10 +147,18 @@ def wm_quality_blocks(metrics: dict | None) -> list[Block]:
         f"Perceptual distance: {metrics.get('perceptual_distance', 'unknown')}; PSNR capped at "
         f"{metrics.get('psnr_cap_db', '?')} dB."))
 
+    first = next((e["open_loop"][h] for e in splits.values() for h in horizons if e.get("open_loop", {}).get(h)), {})
+    references = references_of(first)
+    if CONTEXT_REFERENCE in references:
+        blocks.append(Paragraph(
+            "A fifth number is the model's prediction drawn on the last real frame by the context decoder "
+            "(`roboscape train-context-decoder`): the predicted tokens say what changed, the real frame supplies "
+            "the detail of what did not."))
+
     def psnr_triple(entry: dict | None) -> str:
         if not entry:
             return "-"
-        return " / ".join(number((entry.get(ref) or {}).get("psnr"), 1) for ref in REFERENCES)
+        return " / ".join(number((entry.get(ref) or {}).get("psnr"), 1) for ref in references)
 
     def moving_cell(entry: dict | None) -> str:
         moved = (entry or {}).get("moving") or {}

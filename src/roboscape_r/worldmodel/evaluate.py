@@ -65,6 +65,9 @@ class EvalWMConfig:
     """Optional WM_txt checkpoint (file or run folder): adds the golden-trajectory metrics."""
     wm_txt_spatial_head: Path | None = None
     """Spatial head fitted to WM_txt (`roboscape train-spatial-head`): golden frames decoded token by token."""
+    context_decoder: Path | None = None
+    """Context decoder (`roboscape train-context-decoder`): also score WM_act's predictions drawn on the
+    last real context frame ("model_context"), as iVideoGPT decodes future frames with the context's features."""
     out: Path = Path("runs/eval_wm")
     """Output folder: metrics.json, open_loop_grid.png, open_loop.gif."""
     horizons: tuple[int, ...] = (1, 4, 8, 16)
@@ -412,8 +415,12 @@ def shuffled_action_sources(window_splits: list[str], rng: np.random.Generator) 
 
 def evaluate_open_loop(episodes: list[HeldOutEpisode], windows: list[tuple[int, int]], rollout: WorldModelRollout,
                        tokenizer: Any, perceptual: torch.nn.Module, config: EvalWMConfig,
-                       rng: np.random.Generator, example_windows: list[int]) -> dict[str, Any]:
+                       rng: np.random.Generator, example_windows: list[int],
+                       context_decoder: torch.nn.Module | None = None) -> dict[str, Any]:
     """Open-loop scores of every window, batched over windows.
+
+    With a `context_decoder` the predicted tokens are also drawn on the last real context frame
+    (group "model_context").
 
     Returns a dict: "steps" (the scored horizons, sorted, control_horizon included); "scores"
     {group: {metric: float (N, num_steps)}} as in `score_frames`; "control_true" and
@@ -458,8 +465,14 @@ def evaluate_open_loop(episodes: list[HeldOutEpisode], windows: list[tuple[int, 
         last = frames[:, C - 1, None].expand(B, len(steps), *frames.shape[2:]).flatten(0, 1)
         anchored = anchor_frames(model_frames.view(B, len(steps), *frames.shape[2:]), frames[:, C - 1],
                                  last_decoded).flatten(0, 1)
-        batch_scores = score_frames({"model": model_frames, "model_anchored": anchored, "copy_last": last,
-                                     "tokenizer_recon": recon_frames},
+        groups = {"model": model_frames, "model_anchored": anchored, "copy_last": last, "tokenizer_recon": recon_frames}
+        if context_decoder is not None:
+            S = len(steps)
+            with torch.inference_mode():
+                groups["model_context"] = context_decoder.decode(
+                    tokenizer, predicted[:, step_index].flatten(0, 1).to(device),
+                    tokens[:, C - 1, None].expand(B, S, *tokens.shape[2:]).flatten(0, 1).to(device), last)
+        batch_scores = score_frames(groups,
                                     targets, last, perceptual, config.moving_threshold)
         for group, metrics in batch_scores.items():
             for metric, values in metrics.items():
@@ -554,7 +567,8 @@ def check_compatible(tokenizer: Any, model: WorldModel, flag: str) -> None:
 def evaluate_world_models(config: EvalWMConfig, episodes: list[HeldOutEpisode], tokenizer: Any, wm_act: WorldModel,
                           perceptual: torch.nn.Module, wm_txt: WorldModel | None = None,
                           text_encoder: Any | None = None,
-                          spatial_head: torch.nn.Module | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                          spatial_head: torch.nn.Module | None = None,
+                          context_decoder: torch.nn.Module | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every metric of the module docstring, per split and over all episodes ("all").
 
     Args:
@@ -563,6 +577,7 @@ def evaluate_world_models(config: EvalWMConfig, episodes: list[HeldOutEpisode], 
         tokenizer: object with encode/decode, image_size, grid_size, codebook_size.
         wm_act: WM_act; wm_txt and text_encoder: optional WM_txt and its instruction encoder.
         spatial_head: optional spatial head of WM_txt for the golden trajectories.
+        context_decoder: optional ContextDecoder: open-loop frames also drawn on the context frame.
         perceptual: a PerceptualDistance (its `name` is reported).
 
     Returns:
@@ -586,7 +601,8 @@ def evaluate_world_models(config: EvalWMConfig, episodes: list[HeldOutEpisode], 
     example_windows = list(first_window_of.values())[:4]
 
     rollout = WorldModelRollout(wm_act, tokenizer, temperature=config.temperature, seed=config.seed)
-    open_loop = evaluate_open_loop(episodes, windows, rollout, tokenizer, perceptual, config, rng, example_windows)
+    open_loop = evaluate_open_loop(episodes, windows, rollout, tokenizer, perceptual, config, rng, example_windows,
+                                   context_decoder)
     done_probs = teacher_forced_done_probs(wm_act, [e.tokens for e in episodes], [e.actions for e in episodes],
                                            config.batch_size)
     successful = [i for i, e in enumerate(episodes) if e.success.any()]
@@ -719,12 +735,20 @@ def run_evaluation(config: EvalWMConfig, *, text_encoder: Any | None = None) -> 
         from roboscape_r.worldmodel.spatial_head import load_spatial_head
 
         spatial_head = load("--wm-txt-spatial-head", load_spatial_head, config.wm_txt_spatial_head, wm_txt)
+    context_decoder = None
+    if config.context_decoder is not None:
+        from roboscape_r.tokenizer.context_decoder import load_context_decoder
+
+        context_decoder = load("--context-decoder", load_context_decoder, config.context_decoder)
+        if context_decoder.tokenizer_config != tokenizer.config:
+            raise ValueError("--context-decoder was fitted to a tokenizer with another config than --tokenizer; "
+                             "pass the tokenizer it was fitted to, or fit one (roboscape train-context-decoder)")
     perceptual = make_perceptual_distance(tokenizer).to(device)
     episodes = load_heldout_episodes(config.data, tokenizer, episodes_per_split=config.episodes_per_split,
                                      seed=config.seed, action_dim=wm_act.config.action_dim,
                                      batch_size=4 * config.batch_size)
     metrics, pictures = evaluate_world_models(config, episodes, tokenizer, wm_act, perceptual, wm_txt, text_encoder,
-                                              spatial_head)
+                                              spatial_head, context_decoder)
     metrics = {
         "config": dataclasses.asdict(config),
         "models": {"tokenizer": {"path": config.tokenizer, "image_size": tokenizer.image_size,

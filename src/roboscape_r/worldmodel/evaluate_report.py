@@ -18,6 +18,13 @@ from roboscape_r.worldmodel import frame_metrics as M
 REFERENCES = ("model", "model_anchored", "copy_last", "tokenizer_recon")
 """What each target frame is compared with: the model's prediction decoded from its tokens, the
 same prediction anchored on the last real frame (`rollout.anchor_frames`), and two references."""
+CONTEXT_REFERENCE = "model_context"
+"""Present only when eval-wm ran with a context decoder: the prediction drawn on the last real frame."""
+
+
+def references_of(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The comparison groups an open-loop entry (or score dict) holds, in display order."""
+    return REFERENCES + ((CONTEXT_REFERENCE,) if CONTEXT_REFERENCE in entry else ())
 FRAME_METRICS = ("psnr", "ssim", "perceptual")
 
 
@@ -35,13 +42,14 @@ def summarize_open_loop(open_loop: dict[str, Any], members: np.ndarray, horizons
     controllability gap with its 95% bootstrap interval."""
     scores, steps = open_loop["scores"], open_loop["steps"]
     per_horizon = {}
+    references = references_of(scores)
     for h in horizons:
         column = steps.index(h)
         entry: dict[str, Any] = {ref: {m: _mean_or_none(scores[ref][m][members, column]) for m in FRAME_METRICS}
-                                 for ref in REFERENCES}
+                                 for ref in references}
         moved = scores["moving/model"]["psnr"][members, column]
         entry["moving"] = {ref: {m: _mean_or_none(scores[f"moving/{ref}"][m][members, column]) for m in FRAME_METRICS}
-                           for ref in REFERENCES}
+                           for ref in references}
         entry["moving"]["windows_with_motion"] = int((~moved.isnan()).sum())
         entry["moving"]["pixel_fraction"] = _mean_or_none(scores["moving/pixel_fraction"]["value"][members, column])
         per_horizon[str(h)] = entry
@@ -157,15 +165,22 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     def number(value: Any, digits: int = 2) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    header = f"{'split':<20}{'win':>5}" + "".join(f"{'psnr@' + h + ' m/a/c/r':>26}" for h in horizons)
+    first = next((e["open_loop"][horizons[0]] for e in metrics["splits"].values() if e.get("open_loop")), {})
+    references = references_of(first)
+    letters = "m/a/c/r" + ("/x" if CONTEXT_REFERENCE in references else "")
+    width = 6 * len(references) + 2
+    header = f"{'split':<20}{'win':>5}" + "".join(f"{'psnr@' + h + ' ' + letters:>{width}}" for h in horizons)
     header += f"{'ctrl gap@' + str(metrics['config']['control_horizon']):>16}{'done auroc':>12}"
-    lines = [f"perceptual distance: {metrics['perceptual_distance']}  (m/a/c/r = model / model anchored on the last real frame / copy-last / tokenizer recon, dB)",
+    legend = "model / model anchored on the last real frame / copy-last / tokenizer recon"
+    if CONTEXT_REFERENCE in references:
+        legend += " / model drawn on the last real frame by the context decoder"
+    lines = [f"perceptual distance: {metrics['perceptual_distance']}  ({letters} = {legend}, dB)",
              header]
     for split, entry in metrics["splits"].items():
         row = f"{split[:19]:<20}{entry['windows']:>5}"
         for h in horizons:
             cell = entry.get("open_loop", {}).get(h)
-            row += f"{'-':>26}" if cell is None else f"{' / '.join(number(cell[r]['psnr'], 1) for r in REFERENCES):>26}"
+            row += f"{'-':>{width}}" if cell is None else f"{' / '.join(number(cell[r]['psnr'], 1) for r in references):>{width}}"
         gap = entry.get("controllability", {}).get("psnr_gap")
         row += f"{number(gap):>16}{number(entry['done']['auroc'], 3):>12}"
         lines.append(row)

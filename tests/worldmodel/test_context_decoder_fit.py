@@ -1,0 +1,100 @@
+"""Fitting a context decoder to a tokenizer and WM_act: it beats copying the context frame on the
+validation windows, writes a loadable checkpoint, and an interrupted fit resumes to the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from roboscape_r.worldmodel.context_decoder_fit import ContextDecoderFitConfig, run_fit_context_decoder
+
+
+def fit_config(assets, out, **overrides):
+    values = dict(tokenizer=assets["tokenizer_path"], wm_act=assets["wm_act_path"], data=assets["dataset"],
+                  out=out, val_fraction=0.34, horizon=3, predicted_windows=16, val_windows_per_episode=2,
+                  channels=8, num_res_blocks=1, steps=60, batch_size=8, lr=3e-3, eval_every=20, progress=False)
+    values.update(overrides)
+    return ContextDecoderFitConfig(**values)
+
+
+def test_fitting_beats_copying_the_context_frame_and_writes_a_loadable_decoder(tmp_path):
+    from roboscape_r.tokenizer import load_tokenizer
+    from roboscape_r.tokenizer.context_decoder import load_context_decoder
+    from tests.envs.wm_env_helpers import make_assets
+
+    assets = make_assets(tmp_path / "assets")
+    report = run_fit_context_decoder(fit_config(assets, tmp_path / "fit"))
+    scores = report["val_psnr_db"]
+    untrained = scores["untrained (copies the context frame)"]
+    assert untrained == pytest.approx(scores["copy_last"])  # an untrained decoder is copy-the-context-frame
+    assert report["chosen_step"] > 0  # some step improved on it ...
+    assert sum(scores["chosen"].values()) > sum(untrained.values())  # ... on the validation windows
+    assert report["episodes"]["train"] + report["episodes"]["val"] == 6
+    decoder = load_context_decoder(tmp_path / "fit" / "context_decoder.pt")
+    assert decoder.tokenizer_config == load_tokenizer(assets["tokenizer_path"]).config
+    assert not (tmp_path / "fit" / "train_state.pt").exists()
+
+
+def test_an_interrupted_fit_resumes_to_the_same_decoder(tmp_path, monkeypatch):
+    import roboscape_r.checkpoint as checkpoint_module
+    from roboscape_r.worldmodel.context_decoder_fit import STATE_KIND
+    from tests.envs.wm_env_helpers import make_assets
+
+    assets = make_assets(tmp_path / "assets")
+    cache = tmp_path / "cache"
+    straight = run_fit_context_decoder(fit_config(assets, tmp_path / "straight", cache_dir=cache))
+    real_save = checkpoint_module.save_checkpoint
+
+    def save_then_crash(path, **kwargs):
+        real_save(path, **kwargs)
+        if kwargs["kind"] == STATE_KIND and kwargs["step"] == 40:
+            raise KeyboardInterrupt("simulated crash after step 40")
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_fit_context_decoder(fit_config(assets, tmp_path / "resumed", cache_dir=cache))
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", real_save)
+    with pytest.raises(checkpoint_module.CheckpointError, match="lr"):  # other options: not this run's state
+        run_fit_context_decoder(fit_config(assets, tmp_path / "resumed", cache_dir=cache, lr=1e-3))
+    resumed = run_fit_context_decoder(fit_config(assets, tmp_path / "resumed", cache_dir=cache))
+    assert resumed["curve"] == pytest.approx(straight["curve"]) and resumed["chosen_step"] == straight["chosen_step"]
+    a = torch.load(tmp_path / "straight" / "context_decoder.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "context_decoder.pt", weights_only=True)["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], msg=name)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(horizon=0), "--horizon must be >= 1"),
+    (dict(predicted_fraction=1.5), "--predicted-fraction must be in"),
+    (dict(val_fraction=0.0), "--val-fraction must be in"),
+])
+def test_bad_options_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ContextDecoderFitConfig(**overrides)
+
+
+def test_a_horizon_longer_than_every_episode_is_refused(tmp_path):
+    from tests.envs.wm_env_helpers import make_assets
+
+    assets = make_assets(tmp_path / "assets")
+    with pytest.raises(ValueError, match="lower --horizon"):
+        run_fit_context_decoder(fit_config(assets, tmp_path / "fit", horizon=50))
+
+
+def test_cli_fits_and_reports_bad_input_in_one_line(tmp_path, capsys):
+    from roboscape_r.cli import main
+    from tests.envs.wm_env_helpers import make_assets
+
+    assets = make_assets(tmp_path / "assets")
+    common = ["--tokenizer", str(assets["tokenizer_path"]), "--wm-act", str(assets["wm_act_path"]),
+              "--data", str(assets["dataset"]), "--val-fraction", "0.34", "--horizon", "3", "--predicted-windows", "8",
+              "--channels", "8", "--num-res-blocks", "1", "--batch-size", "4", "--eval-every", "5", "--no-progress"]
+    with pytest.raises(SystemExit) as done:
+        main(["train-context-decoder", *common, "--steps", "10", "--out", str(tmp_path / "fit")])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    assert "copy_last" in printed and (tmp_path / "fit" / "context_decoder.pt").is_file()
+    with pytest.raises(SystemExit) as refused:
+        main(["train-context-decoder", *common, "--wm-act", str(assets["wm_txt_path"]), "--out", str(tmp_path / "x")])
+    assert refused.value.code != 0
