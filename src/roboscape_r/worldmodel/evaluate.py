@@ -635,11 +635,12 @@ def evaluate_world_models(config: EvalWMConfig, episodes: list[HeldOutEpisode], 
         summaries[split] = entry
     metrics = {"perceptual_distance": getattr(perceptual, "name", type(perceptual).__name__),
                "psnr_cap_db": M.PSNR_CAP_DB, "splits": summaries}
-    return metrics, _pictures(episodes, windows, open_loop, example_windows, tokenizer, config)
+    return metrics, _pictures(episodes, windows, open_loop, example_windows, tokenizer, config, context_decoder)
 
 
 def _pictures(episodes: list[HeldOutEpisode], windows: list[tuple[int, int]], open_loop: dict[str, Any],
-              example_windows: list[int], tokenizer: Any, config: EvalWMConfig) -> dict[str, Any]:
+              example_windows: list[int], tokenizer: Any, config: EvalWMConfig,
+              context_decoder: torch.nn.Module | None = None) -> dict[str, Any]:
     C, horizons = config.context, sorted(config.horizons)
     factor = max(1, 128 // tokenizer.image_size)
     rows = []
@@ -654,8 +655,15 @@ def _pictures(episodes: list[HeldOutEpisode], windows: list[tuple[int, int]], op
         real = episode.frames[s + C - 1 + index]
         last = episode.frames[s + C - 1, None].expand_as(real)
         rows += [(f"real {episode.split}"[:18], list(upscale(real, factor))),
-                 ("predicted", list(upscale(predicted[index - 1], factor))),
-                 ("copy-last", list(upscale(last, factor)))]
+                 ("predicted", list(upscale(predicted[index - 1], factor)))]
+        if context_decoder is not None:
+            device = _device_of(tokenizer)
+            with torch.inference_mode():
+                drawn = context_decoder.decode(
+                    tokenizer, open_loop["examples"][w][index - 1].to(device),
+                    episode.tokens[s + C - 1, None].expand(len(index), -1, -1).to(device), last.to(device)).cpu()
+            rows.append(("on context frame", list(upscale(drawn, factor))))
+        rows.append(("copy-last", list(upscale(last, factor))))
         if gif_real is None:
             gif_real = upscale(episode.frames[s + C - 1 : s + C + config.max_horizon], factor)
             gif_predicted = upscale(torch.cat([start, predicted]), factor)
