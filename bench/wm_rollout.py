@@ -130,6 +130,7 @@ def main() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from roboscape_r.tokenizer import Tokenizer, TokenizerConfig
+    from roboscape_r.tokenizer.context_decoder import ContextDecoder
     from roboscape_r.worldmodel import WorldModel, WorldModelConfig
 
     torch.set_num_threads(args.threads)
@@ -184,6 +185,15 @@ def main() -> None:
             tokenizer.decode(codes)
         synchronize(device)
         decode_fps = 3 * 64 / (time.perf_counter() - start)
+        # The optional context decoder (eval-wm --context-decoder) draws the same tokens on a real frame.
+        context_decoder = ContextDecoder(tokenizer.config).eval().to(device)
+        context_decoder.decode(tokenizer, codes, codes, frames)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(3):
+            context_decoder.decode(tokenizer, codes, codes, frames)
+        synchronize(device)
+        context_decode_fps = 3 * 64 / (time.perf_counter() - start)
 
     rollout, actions = make_rollout(model, tokenizer, 64)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -211,7 +221,8 @@ def main() -> None:
     floor_seconds = step_flops / peak
     print(f"at 100% of that peak a batch-64 step would take {floor_seconds * 1e3:.1f} ms: {64 / floor_seconds:.0f} env "
           f"steps/s" + (f" = {64 / floor_seconds / sim:.1f}x ManiSkill" if sim else ""))
-    print(f"tokenizer at batch 64: encode {encode_fps:.0f} frames/s, decode {decode_fps:.0f} frames/s")
+    print(f"tokenizer at batch 64: encode {encode_fps:.0f} frames/s, decode {decode_fps:.0f} frames/s; context decoder "
+          f"(default ContextDecoderConfig) {context_decode_fps:.0f} frames/s = {context_decode_fps / decode_fps:.2f}x decode")
     print(f"peak memory (maxrss): {wm_rss:.0f} MiB after the world-model runs, {maxrss_mib():.0f} MiB with ManiSkill")
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
