@@ -98,3 +98,16 @@ def test_cli_fits_and_reports_bad_input_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         main(["train-context-decoder", *common, "--wm-act", str(assets["wm_txt_path"]), "--out", str(tmp_path / "x")])
     assert refused.value.code != 0
+
+
+def test_fitting_on_wm_act_predictions_draws_its_windows_and_keeps_the_validation_windows(tmp_path):
+    from tests.envs.wm_env_helpers import make_assets
+
+    assets = make_assets(tmp_path / "assets")
+    real = run_fit_context_decoder(fit_config(assets, tmp_path / "real", steps=10, eval_every=10))
+    predicted = run_fit_context_decoder(fit_config(assets, tmp_path / "predicted", steps=10, eval_every=10,
+                                                   predicted_fraction=1.0))
+    assert real["windows"]["train"] == 0 and predicted["windows"]["train"] == 16
+    assert real["windows"]["val"] == predicted["windows"]["val"]
+    assert real["val_psnr_db"]["copy_last"] == predicted["val_psnr_db"]["copy_last"]  # the same windows
+    assert real["curve"][-1]["train_loss"] != predicted["curve"][-1]["train_loss"]  # other targets' tokens
