@@ -104,7 +104,8 @@ def test_fitting_on_wm_act_predictions_draws_its_windows_and_keeps_the_validatio
     from tests.envs.wm_env_helpers import make_assets
 
     assets = make_assets(tmp_path / "assets")
-    real = run_fit_context_decoder(fit_config(assets, tmp_path / "real", steps=10, eval_every=10))
+    real = run_fit_context_decoder(fit_config(assets, tmp_path / "real", steps=10, eval_every=10,
+                                              predicted_fraction=0.0))
     predicted = run_fit_context_decoder(fit_config(assets, tmp_path / "predicted", steps=10, eval_every=10,
                                                    predicted_fraction=1.0))
     assert real["windows"]["train"] == 0 and predicted["windows"]["train"] == 16

@@ -168,7 +168,7 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     first = next((e["open_loop"][horizons[0]] for e in metrics["splits"].values() if e.get("open_loop")), {})
     references = references_of(first)
     letters = "m/a/c/r" + ("/x" if CONTEXT_REFERENCE in references else "")
-    width = 6 * len(references) + 2
+    width = 7 * len(references) + 1
     header = f"{'split':<20}{'win':>5}" + "".join(f"{'psnr@' + h + ' ' + letters:>{width}}" for h in horizons)
     header += f"{'ctrl gap@' + str(metrics['config']['control_horizon']):>16}{'done auroc':>12}"
     legend = "model / model anchored on the last real frame / copy-last / tokenizer recon"
