@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from roboscape_r.atomic import atomic_write_json
 from roboscape_r.tokenizer.model import to_model_space
 from roboscape_r.tokenizer.train import WarmupCosine
+from roboscape_r.worldmodel import frame_metrics as M
 
 STATE_KIND = "context_decoder_train_state"
 """`kind` of the resumable training state (train_state.pt)."""
@@ -196,11 +197,6 @@ def training_batch(tokenizer, train: EpisodeSet, config: ContextDecoderFitConfig
     return codes, context_codes, to_model_space(torch.stack(context_frames)), to_model_space(torch.stack(target_frames))
 
 
-def _psnr(frames: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    mse = ((frames.float() - targets.float()) / 255.0).pow(2).flatten(1).mean(1)
-    return -10.0 * torch.log10(mse.clamp_min(1e-10))
-
-
 @torch.no_grad()
 def validation_scores(decoder, tokenizer, val: EpisodeSet, horizons: list[int]) -> dict[str, dict[str, float]]:
     """Mean full-frame PSNR (dB) per horizon of WM_act's predictions decoded plainly, decoded on the
@@ -213,9 +209,9 @@ def validation_scores(decoder, tokenizer, val: EpisodeSet, horizons: list[int]) 
         targets = torch.stack([val.frames[e][s + k] for e, s in val.windows])
         predicted = val.predicted[:, k - 1]
         drawn = decoder.decode(tokenizer, predicted, context_tokens, context_frames)
-        scores["context_decoder"][f"h{k}"] = _psnr(drawn, targets).mean().item()
-        scores["plain"][f"h{k}"] = _psnr(tokenizer.decode(predicted), targets).mean().item()
-        scores["copy_last"][f"h{k}"] = _psnr(context_frames, targets).mean().item()
+        scores["context_decoder"][f"h{k}"] = M.psnr(drawn, targets).mean().item()
+        scores["plain"][f"h{k}"] = M.psnr(tokenizer.decode(predicted), targets).mean().item()
+        scores["copy_last"][f"h{k}"] = M.psnr(context_frames, targets).mean().item()
     decoder.train()
     return scores
 
