@@ -24,6 +24,7 @@ from roboscape_r.tokenizer import TokenizerTrainConfig, load_tokenizer, train_to
 from roboscape_r.tokenizer.config import TokenizerConfig
 from roboscape_r.worldmodel.frame_metrics import auroc
 from roboscape_r.worldmodel.config import WMTrainConfig, WorldModelConfig
+from roboscape_r.worldmodel.data import encode_episode
 from roboscape_r.worldmodel.text_encoder import PrecomputedTextEncoder
 from roboscape_r.worldmodel.train import load_world_model, train_world_model
 
@@ -68,15 +69,17 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((10 * torch.log10(255.0**2 / mse)).mean())
 
 
-def tokenize(episodes: list[dict], tokenizer, device) -> list[dict]:
+def tokenize(episodes: list[dict], tokenizer, device, hysteresis: float = 0.0) -> list[dict]:
     """Episode dicts as world-model clips: tokens (L, h, w) of frames 0..L-1 with actions 0..L-1."""
     clips = []
     with torch.no_grad():
         for ep in episodes:
             if "tokens" in ep:  # a token pack: encoded by the same tokenizer (digest checked)
+                if hysteresis:
+                    raise SystemExit("--token-hysteresis needs frames, not a token pack (packed tokens are plain)")
                 tokens = ep["tokens"]
             else:
-                tokens = torch.cat([tokenizer.encode(chunk.to(device)) for chunk in ep["frames"].split(512)]).cpu()
+                tokens = encode_episode(tokenizer, ep["frames"].to(device), hysteresis, 512).cpu()
             clips.append({"tokens": tokens[:-1], "all_tokens": tokens, "actions": ep["actions"],
                           "success": ep["success"], "instruction": ep["instruction"]})
     return clips
@@ -98,6 +101,8 @@ def main() -> None:
     parser.add_argument("--select-every", type=int, default=500,
                         help="world-model checkpoint interval; the best on held-out episodes is exported")
     parser.add_argument("--dropout", type=float, default=0.0, help="world-model dropout")
+    parser.add_argument("--token-hysteresis", type=float, default=0.0,
+                        help="tokenise episodes with this LFQ hysteresis (WorldModelConfig.token_hysteresis)")
     parser.add_argument("--wm-txt-spatial-head-layers", type=int, default=0,
                         help="train WM_txt with a spatial head of this many blocks (joint decoding of a frame's tokens)")
     parser.add_argument("--tokenizer-channels", type=int, default=128)
@@ -166,7 +171,8 @@ def main() -> None:
                            "heldout_copy_last_frame_psnr_db": psnr(val_frames[1:], val_frames[:-1])}
     print(json.dumps(report["tokenizer"]), flush=True)
 
-    train_clips, val_clips = tokenize(train_eps, tokenizer, device), tokenize(val_eps, tokenizer, device)
+    train_clips = tokenize(train_eps, tokenizer, device, args.token_hysteresis)
+    val_clips = tokenize(val_eps, tokenizer, device, args.token_hysteresis)
     text_encoder = PrecomputedTextEncoder(json.loads(args.embeddings.read_text()))
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if not kinds or set(kinds) - {"act", "txt"}:
@@ -176,7 +182,8 @@ def main() -> None:
         steps = args.wm_txt_steps if kind == "txt" and args.wm_txt_steps else args.wm_steps
         seconds = args.wm_txt_seconds if kind == "txt" and args.wm_txt_seconds else args.wm_seconds
         head_layers = args.wm_txt_spatial_head_layers if kind == "txt" else 0
-        model_config = WorldModelConfig(cond=kind, dropout=args.dropout, spatial_head_layers=head_layers)
+        model_config = WorldModelConfig(cond=kind, dropout=args.dropout, spatial_head_layers=head_layers,
+                                        token_hysteresis=args.token_hysteresis)
         wm_config = WMTrainConfig(kind=kind, model=model_config, steps=steps,
                                   batch_size=args.batch_size, device=args.device, bf16=args.bf16,
                                   time_limit_s=seconds, ckpt_every=args.select_every, keep_last=1000, log_every=50)

@@ -139,7 +139,8 @@ def _cmd_train_wm(argv: list[str]) -> int:
         raise ValueError(f"no tokenizer checkpoint in {args.tokenizer}; train one with `roboscape train-tokenizer`")
     tokenizer = load_tokenizer(tokenizer_file)
     episodes = [episode for root in (args.data, *args.extra_data)
-                for episode in tokenized_episodes(root, tokenizer, tokenizer_file, args.out / "token_cache", split="train")]
+                for episode in tokenized_episodes(root, tokenizer, tokenizer_file, args.out / "token_cache", split="train",
+                                                  hysteresis=args.train.model.token_hysteresis)]
     result = train_world_model(args.train, episodes, tokenizer, args.out)
     print(f"wm_{args.train.kind} step {result.step}: {result.checkpoint}  last losses {result.last_losses}")
     return 0

@@ -68,6 +68,52 @@ def test_encode_matches_forward_and_is_per_frame(tokenizer):
     assert torch.equal(indices[1:2], tokenizer.encode(batch[1:2]))  # no mixing across the batch
 
 
+def _jittered_sequence(length: int = 12) -> torch.Tensor:
+    """A still frame repeated with +-2 levels of pixel noise: nothing moves."""
+    generator = torch.Generator().manual_seed(1)
+    still = frames(1)[0].to(torch.int16)
+    noise = torch.randint(-2, 3, (length, *still.shape), generator=generator, dtype=torch.int16)
+    return (still + noise).clamp(0, 255).to(torch.uint8)
+
+
+def test_encode_sequence_without_hysteresis_is_encode(tokenizer):
+    sequence = _jittered_sequence()
+    plain = tokenizer.encode(sequence)
+    assert torch.equal(tokenizer.encode_sequence(sequence), plain)
+    assert torch.equal(tokenizer.encode_sequence(sequence, hysteresis=1e-12, batch_frames=5), plain)  # LFQ's bit order
+    batched = tokenizer.encode_sequence(torch.stack([sequence, sequence.flip(0)]), hysteresis=0.3, batch_frames=7)
+    assert batched.shape == (2, 12, *plain.shape[1:]) and batched.dtype == torch.long
+    assert torch.equal(batched[0], tokenizer.encode_sequence(sequence, hysteresis=0.3))
+    assert torch.equal(batched[1], tokenizer.encode_sequence(sequence.flip(0), hysteresis=0.3))
+
+
+def test_encode_sequence_hysteresis_keeps_near_zero_bits_of_a_still_scene(tokenizer):
+    sequence = _jittered_sequence()
+    changes = lambda tokens: int((tokens[1:] != tokens[:-1]).sum())
+    plain = tokenizer.encode_sequence(sequence)
+    steady = tokenizer.encode_sequence(sequence, hysteresis=0.5)
+    assert torch.equal(steady[0], plain[0])  # the first frame is encoded alone
+    assert changes(plain) > 0, "the noise should flip some near-zero bits of an untrained tokenizer"
+    assert changes(steady) < changes(plain)
+    assert changes(tokenizer.encode_sequence(sequence, hysteresis=1e6)) == 0  # every bit kept from frame 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(hysteresis=-0.1), "hysteresis"), (dict(hysteresis=float("nan")), "hysteresis"),
+    (dict(batch_frames=0), "batch_frames"),
+])
+def test_encode_sequence_bad_options(tokenizer, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tokenizer.encode_sequence(_jittered_sequence(3), **kwargs)
+
+
+def test_encode_sequence_bad_frames(tokenizer):
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        tokenizer.encode_sequence(_jittered_sequence(3)[0])
+    with pytest.raises(ValueError, match="dtype"):
+        tokenizer.encode_sequence(_jittered_sequence(3).float())
+
+
 def test_codes_are_signs_of_index_bits(tokenizer):
     indices = torch.tensor([[[0, 1], [2**10 - 1, 5]]]).expand(1, 2, 2)
     model = Tokenizer(tiny_config(grid_size=2, image_size=16, stem_factor=2, channels=8, max_channels=8))

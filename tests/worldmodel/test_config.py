@@ -16,6 +16,12 @@ def test_dict_round_trip():
     assert WorldModelConfig.from_dict(config.to_dict()) == config
 
 
+def test_configs_saved_before_token_hysteresis_load_as_plain_tokens():
+    values = WorldModelConfig().to_dict()
+    del values["token_hysteresis"]
+    assert WorldModelConfig.from_dict(values).token_hysteresis == 0.0
+
+
 def test_unknown_key_is_refused():
     with pytest.raises(ValueError, match="d_modle"):
         WorldModelConfig.from_dict({**WorldModelConfig().to_dict(), "d_modle": 3})
@@ -29,6 +35,8 @@ def test_unknown_key_is_refused():
         ({"context_frames": 1}, "context_frames"),
         ({"grid_h": 0}, "grid_h"),
         ({"dropout": 1.0}, "dropout"),
+        ({"token_hysteresis": -0.1}, "token_hysteresis"),
+        ({"token_hysteresis": float("inf")}, "token_hysteresis"),
     ],
 )
 def test_bad_values_are_refused(overrides, message):

@@ -412,3 +412,18 @@ def test_a_context_decoder_of_another_tokenizer_is_refused(setup, tmp_path):
         run_evaluation(eval_config(paths, tmp_path / "out", context_decoder=path))
     with pytest.raises(CheckpointError, match="--context-decoder"):
         run_evaluation(eval_config(paths, tmp_path / "out", context_decoder=paths["wm_act"]))
+
+
+def test_held_out_episodes_are_tokenised_as_sequences_with_the_models_hysteresis(tmp_path):
+    from roboscape_r.worldmodel.evaluate import load_heldout_episodes
+
+    tokenizer = tiny_tokenizer()
+    root = write_dataset(tmp_path / "heldout", [7, 9])
+    common = dict(episodes_per_split=1, seed=0, action_dim=7, batch_size=4)
+    plain = load_heldout_episodes(root, tokenizer, **common)
+    steady = load_heldout_episodes(root, tokenizer, hysteresis=0.4, **common)
+    assert [e.split for e in plain] == [e.split for e in steady]
+    for a, b in zip(plain, steady):
+        assert torch.equal(a.tokens, tokenizer.encode(a.frames))
+        assert torch.equal(b.tokens, tokenizer.encode_sequence(b.frames, hysteresis=0.4))
+    assert any(not torch.equal(a.tokens, b.tokens) for a, b in zip(plain, steady))  # the hysteresis took effect

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import subprocess
@@ -151,6 +152,14 @@ def test_frames_tokenised_on_the_fly_equal_pretokenised_clips(tmp_path):
     b = load_checkpoint(from_tokens.checkpoint, expected_kind="wm_act")["model"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], msg=name)
+
+
+def test_token_hysteresis_refuses_frames_cropped_mid_episode(tmp_path):
+    tokenizer = FakeTokenizer()
+    frames_only = [{k: v for k, v in clip.items() if k != "tokens"} for clip in make_clips(tokenizer=tokenizer)]
+    config = tiny_train_config(steps=2, model=dataclasses.replace(tiny_config(), token_hysteresis=0.2))
+    with pytest.raises(ValueError, match="token_hysteresis 0.2 needs whole episodes"):
+        train_world_model(config, frames_only, tokenizer, tmp_path)
 
 
 def test_load_world_model_rebuilds_from_the_checkpoint_alone(tmp_path):

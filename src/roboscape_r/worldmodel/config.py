@@ -60,6 +60,12 @@ class WorldModelConfig:
     whose golden frames are samples of a many-valued future; 0 (no head) keeps one forward per frame."""
     spatial_head_width: int = 128
     """Width of that head (divisible by n_heads)."""
+    token_hysteresis: float = 0.0
+    """Hysteresis with which real frame sequences are tokenised for this model
+    (`Tokenizer.encode_sequence`): its training episodes, and wherever a sequence of real frames is
+    fed to it later (held-out evaluation, done-head refits). It is recorded here so that every
+    consumer tokenises as training did. 0 is plain `encode`; about 0.2 halves the tokenizer's code
+    flicker on still regions. A rollout's first frame is encoded alone either way."""
 
     def __post_init__(self) -> None:
         positive = {
@@ -88,6 +94,8 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if not isinstance(self.spatial_head_layers, int) or self.spatial_head_layers < 0:
             raise ValueError(f"WorldModelConfig.spatial_head_layers must be an int >= 0, got {self.spatial_head_layers!r}")
+        if not isinstance(self.token_hysteresis, (int, float)) or not 0.0 <= self.token_hysteresis < float("inf"):
+            raise ValueError(f"WorldModelConfig.token_hysteresis must be a finite number >= 0, got {self.token_hysteresis!r}")
         if self.spatial_head_layers and (self.spatial_head_width < 1 or self.spatial_head_width % self.n_heads):
             raise ValueError(f"WorldModelConfig.spatial_head_width ({self.spatial_head_width}) must be a positive "
                              f"multiple of n_heads ({self.n_heads})")

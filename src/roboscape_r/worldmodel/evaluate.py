@@ -47,6 +47,7 @@ from roboscape_r.worldmodel.evaluate_report import (
     write_open_loop_grid,
     write_rollout_gif,
 )
+from roboscape_r.worldmodel.data import encode_episode
 from roboscape_r.worldmodel.rollout import WorldModelRollout, anchor_frames
 from roboscape_r.worldmodel.world_model import WorldModel
 
@@ -167,8 +168,9 @@ def _split_order(splits: set[str]) -> list[str]:
 
 
 def load_heldout_episodes(root: Path, tokenizer: Any, *, episodes_per_split: int, seed: int, action_dim: int,
-                          batch_size: int = 256) -> list[HeldOutEpisode]:
-    """Read up to `episodes_per_split` episodes of every split of `root` and tokenise them.
+                          batch_size: int = 256, hysteresis: float = 0.0) -> list[HeldOutEpisode]:
+    """Read up to `episodes_per_split` episodes of every split of `root` and tokenise them (each
+    episode as one sequence, with WM_act's `token_hysteresis` as `hysteresis`).
 
     Raises:
         roboscape_r.data.format.DatasetError: no dataset at `root` or a corrupt shard.
@@ -204,7 +206,7 @@ def load_heldout_episodes(root: Path, tokenizer: Any, *, episodes_per_split: int
                 raise ValueError(f"episode {meta['episode_index']} of {root} has {raw['actions'].shape[1]}-D actions "
                                  f"but WM_act takes {action_dim}-D actions")
             with torch.inference_mode():
-                tokens = torch.cat([tokenizer.encode(chunk).cpu() for chunk in frames.split(batch_size)])
+                tokens = encode_episode(tokenizer, frames, hysteresis, batch_size).cpu()
             episodes.append(HeldOutEpisode(split, meta["scene"], str(meta["instruction"]), frames, tokens.long(),
                                            torch.from_numpy(raw["actions"]).float(), raw["success"].astype(bool)))
     return episodes
@@ -754,7 +756,7 @@ def run_evaluation(config: EvalWMConfig, *, text_encoder: Any | None = None) -> 
     perceptual = make_perceptual_distance(tokenizer).to(device)
     episodes = load_heldout_episodes(config.data, tokenizer, episodes_per_split=config.episodes_per_split,
                                      seed=config.seed, action_dim=wm_act.config.action_dim,
-                                     batch_size=4 * config.batch_size)
+                                     batch_size=4 * config.batch_size, hysteresis=wm_act.config.token_hysteresis)
     metrics, pictures = evaluate_world_models(config, episodes, tokenizer, wm_act, perceptual, wm_txt, text_encoder,
                                               spatial_head, context_decoder)
     metrics = {

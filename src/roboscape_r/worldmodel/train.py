@@ -416,6 +416,10 @@ def _collate(
         tokens = crops("tokens").to(device, torch.long)  # (B, T, h, w)
     elif tokenizer is None:
         raise ValueError("clips carry no 'tokens' and no tokenizer was given to tokenise their 'frames'")
+    elif model_config.token_hysteresis:
+        raise ValueError(f"token_hysteresis {model_config.token_hysteresis:g} needs whole episodes tokenised in order, "
+                         "not random crops of frames: give clips with 'tokens' "
+                         "(roboscape_r.worldmodel.data.tokenized_episodes with hysteresis=...)")
     else:
         tokens = _tokenize(crops("frames"), tokenizer, device)  # (B, T, h, w)
     B = len(clips)
