@@ -10,6 +10,7 @@ frame, the world models' input) and only the last ``--keep-frames`` episodes (th
 Usage:
     python scripts/pack_frames.py data/train pack.npz
     python scripts/pack_frames.py data/train data/train_seed3 pack.npz --tokenizer checkpoints/small/tokenizer.pt
+    python scripts/pack_frames.py data/train pack-h02.npz --tokenizer checkpoints/small/tokenizer.pt --token-hysteresis 0.2
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ def main() -> None:
                         help="store token grids from this tokenizer instead of frames (but for --keep-frames)")
     parser.add_argument("--keep-frames", type=int, default=16,
                         help="with --tokenizer: the last this many episodes keep their frames too")
+    parser.add_argument("--token-hysteresis", type=float, default=0.0,
+                        help="with --tokenizer: tokenise each episode as a sequence with this LFQ hysteresis "
+                             "(Tokenizer.encode_sequence; the world models' token_hysteresis)")
     args = parser.parse_args()
     if len(args.paths) < 2:
         parser.error("give at least one dataset folder and the output file")
+    if args.token_hysteresis and args.tokenizer is None:
+        parser.error("--token-hysteresis needs --tokenizer")
     datasets, out = args.paths[:-1], args.paths[-1]
     tokenizer = None
     if args.tokenizer is not None:
@@ -49,9 +55,9 @@ def main() -> None:
             frames.append(episode["frames"])
             if tokenizer is not None:
                 with torch.inference_mode():
-                    grids = [tokenizer.encode(torch.from_numpy(np.ascontiguousarray(chunk)))
-                             for chunk in np.array_split(episode["frames"], max(1, len(episode["frames"]) // 256))]
-                tokens.append(torch.cat(grids).numpy().astype(np.int16))
+                    grids = tokenizer.encode_sequence(torch.from_numpy(episode["frames"]),
+                                                      hysteresis=args.token_hysteresis, inference_mode=True)
+                tokens.append(grids.numpy().astype(np.int16))
             actions.append(episode["actions"])
             success.append(episode["success"])
             offsets.append(offsets[-1] + len(episode["frames"]))
@@ -67,11 +73,13 @@ def main() -> None:
         keep = min(args.keep_frames, len(frames))
         arrays.update(tokens=np.concatenate(tokens), frames=np.concatenate(frames[len(frames) - keep:]),
                       frames_from_episode=np.asarray(len(frames) - keep),
-                      tokenizer_digest=np.asarray(weights_digest(tokenizer)))
+                      tokenizer_digest=np.asarray(weights_digest(tokenizer)),
+                      token_hysteresis=np.asarray(args.token_hysteresis))
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(out, buffer.getvalue())
-    kind = "frames" if tokenizer is None else f"tokens (frames of the last {args.keep_frames} episodes)"
+    kind = "frames" if tokenizer is None else (f"tokens, hysteresis {args.token_hysteresis:g} "
+                                               f"(frames of the last {args.keep_frames} episodes)")
     print(f"{out}: {len(instructions)} episodes, {offsets[-1]} frames as {kind}, {len(buffer.getvalue()) / 2**20:.1f} MiB")
 
 

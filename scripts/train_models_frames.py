@@ -60,6 +60,7 @@ def load_pack(path: Path) -> tuple[list[dict], str | None]:
                    "actions": actions[steps], "success": success[steps], "instruction": str(instruction)}
         if tokens is not None:
             episode["tokens"] = tokens[start:end]
+            episode["token_hysteresis"] = float(pack["token_hysteresis"]) if "token_hysteresis" in pack else 0.0
         episodes.append(episode)
     return episodes, (str(pack["tokenizer_digest"]) if tokens is not None else None)
 
@@ -75,8 +76,10 @@ def tokenize(episodes: list[dict], tokenizer, device, hysteresis: float = 0.0) -
     with torch.no_grad():
         for ep in episodes:
             if "tokens" in ep:  # a token pack: encoded by the same tokenizer (digest checked)
-                if hysteresis:
-                    raise SystemExit("--token-hysteresis needs frames, not a token pack (packed tokens are plain)")
+                if ep["token_hysteresis"] != hysteresis:
+                    raise SystemExit(f"the pack's tokens were made with hysteresis {ep['token_hysteresis']:g}, not "
+                                     f"--token-hysteresis {hysteresis:g}: pass that value or pack again "
+                                     "(scripts/pack_frames.py --token-hysteresis)")
                 tokens = ep["tokens"]
             else:
                 tokens = encode_episode(tokenizer, ep["frames"].to(device), hysteresis, 512).cpu()

@@ -69,3 +69,32 @@ def test_a_token_pack_needs_its_own_tokenizer(token_pack, tmp_path):
     save_checkpoint(tmp_path / "other.pt", kind="tokenizer", config=other["config"], model_state=state, step=0)
     done = run(*args, "--tokenizer-init", tmp_path / "other.pt")
     assert done.returncode != 0 and "was tokenised by another tokenizer" in done.stderr
+
+
+def test_a_hysteresis_pack_trains_world_models_that_record_it(token_pack, tmp_path):
+    import torch
+
+    from roboscape_r.data.format import read_episode
+    from roboscape_r.tokenizer import load_tokenizer
+    from roboscape_r.worldmodel.train import load_world_model
+
+    data = token_pack / "data"
+    done = run("scripts/pack_frames.py", data, tmp_path / "pack.npz", "--tokenizer", TOKENIZER, "--keep-frames", 2,
+               "--token-hysteresis", 0.3)
+    assert done.returncode == 0, done.stderr
+    pack = np.load(tmp_path / "pack.npz")
+    assert float(pack["token_hysteresis"]) == 0.3
+    shard, meta = next(iter_episode_meta(read_manifest(data)))
+    frames = torch.from_numpy(read_episode(data / shard, meta["episode_index"])["frames"])
+    expected = load_tokenizer(TOKENIZER).encode_sequence(frames, hysteresis=0.3)
+    assert np.array_equal(pack["tokens"][: len(frames)], expected.numpy())
+    assert not np.array_equal(pack["tokens"], np.load(token_pack / "pack.npz")["tokens"])
+
+    args = ("scripts/train_models_frames.py", tmp_path / "pack.npz", tmp_path / "out", "--embeddings",
+            token_pack / "embeddings.json", "--tokenizer-init", TOKENIZER, "--kinds", "act", "--wm-steps", 1,
+            "--select-every", 1, "--batch-size", 2, "--heldout-episodes", 2, "--device", "cpu")
+    done = run(*args)
+    assert done.returncode != 0 and "made with hysteresis 0.3, not --token-hysteresis 0" in done.stderr
+    done = run(*args, "--token-hysteresis", 0.3)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_world_model(tmp_path / "out" / "export" / "wm_act.pt", kind="wm_act").config.token_hysteresis == 0.3
