@@ -60,7 +60,7 @@ def load_pack(path: Path) -> tuple[list[dict], str | None]:
                    "actions": actions[steps], "success": success[steps], "instruction": str(instruction)}
         if tokens is not None:
             episode["tokens"] = tokens[start:end]
-            episode["token_hysteresis"] = float(pack["token_hysteresis"]) if "token_hysteresis" in pack else 0.0
+            episode["token_hysteresis"] = float(pack["token_hysteresis"]) if "token_hysteresis" in pack else 0.0  # older packs
         episodes.append(episode)
     return episodes, (str(pack["tokenizer_digest"]) if tokens is not None else None)
 

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from roboscape_r.atomic import atomic_write_json
 from roboscape_r.journal import Journal
 from roboscape_r.reward.base import EpisodeContext, WorldModelReward, make_reward
+from roboscape_r.worldmodel.data import encode_episode
 from roboscape_r.worldmodel.frame_metrics import auroc
 
 REWARD_ORDER = ("sim", "general", "embedding", "proxy")
@@ -417,8 +418,8 @@ def run_reward_check(config: RewardCheckConfig, *, text_encoder: Any | None = No
                 raise ValueError(f"--data has {episodes[0].actions.shape[1]}-D actions but --wm-act takes "
                                  f"{wm_act.config.action_dim}-D ones")
             with torch.inference_mode():
-                tokens = [torch.cat([tokenizer.encode(c.to(device)).cpu() for c in e.frames.split(256)]) for e in
-                          tqdm(episodes, desc="tokenise", unit="episode", disable=not config.progress)]
+                tokens = [encode_episode(tokenizer, e.frames.to(device), wm_act.config.token_hysteresis).cpu()
+                          for e in tqdm(episodes, desc="tokenise", unit="episode", disable=not config.progress)]
             done_probs = teacher_forced_done_probs(wm_act, tokens, [e.actions for e in episodes])
             notes["general_done"] = "WM_act's done probability, teacher-forced on the real frames and actions"
         else:

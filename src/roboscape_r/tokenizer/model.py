@@ -313,11 +313,10 @@ class Tokenizer(nn.Module):
             raise ValueError(f"batch_frames must be >= 1, got {batch_frames}")
         flat = frames_uint8.reshape(-1, *frames_uint8.shape[-3:])  # (B*T, H, W, 3)
         self.check_frames(flat)
+        if hysteresis == 0:
+            tokens = torch.cat([self.encode(chunk, inference_mode=inference_mode) for chunk in flat.split(batch_frames)])
+            return tokens.view(*frames_uint8.shape[:-3], *tokens.shape[1:])
         with _no_grad(inference_mode):
-            if hysteresis == 0:
-                tokens = torch.cat([self.quantizer(self.encoder(to_model_space(chunk))).indices.long()
-                                    for chunk in flat.split(batch_frames)])
-                return tokens.view(*frames_uint8.shape[:-3], *tokens.shape[1:])
             latents = torch.cat([self.encoder(to_model_space(chunk)) for chunk in flat.split(batch_frames)])
             latents = latents.view(-1, frames_uint8.shape[-4], *latents.shape[1:])  # (B, T, bits, h, w)
             bits = latents[:, 0] > 0

@@ -72,7 +72,8 @@ def fit_and_val_episodes(data: Path, val_data: Path | None, tokenizer, tokenizer
 
     With `val_data`, all of `data` and all of `val_data`; without it, an episode split of `data`
     (`val_fraction`, `split_seed`). Both datasets are checked before any tokenising, so a wrong path
-    fails at once. `hysteresis`: as in `tokenized_episodes` (the model's `token_hysteresis`). `keep` filters episodes (`kept` names the filter in errors, e.g. "successful ").
+    fails at once. `keep` filters episodes (`kept` names the filter in errors, e.g. "successful ").
+    `hysteresis`: as in `tokenized_episodes` (the fitted model's `token_hysteresis`).
 
     Raises:
         roboscape_r.data.format.DatasetError: no dataset at `data` or `val_data`.
