@@ -20,7 +20,6 @@ import torch
 
 from roboscape_r.data.format import iter_episode_meta, read_episode, read_manifest
 from roboscape_r.tokenizer import load_tokenizer
-from roboscape_r.tokenizer.model import to_model_space
 from roboscape_r.worldmodel import frame_metrics as M
 
 
@@ -52,7 +51,7 @@ def main() -> None:
         frames = torch.from_numpy(read_episode(args.data / shard, meta["episode_index"])["frames"][: args.frames])
         still = still_cells(frames, grid, args.still_levels)
         with torch.inference_mode():
-            latents = tokenizer.encoder(to_model_space(frames))  # (T, bits, h, w)
+            latents = tokenizer.encode_latents(frames)  # (T, bits, h, w)
             margin = torch.minimum(latents[1:].abs(), latents[:-1].abs())
             flipped_margin.append(margin[(latents[1:] > 0) != (latents[:-1] > 0)])
             all_margin.append(margin.flatten())

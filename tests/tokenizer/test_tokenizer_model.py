@@ -188,3 +188,14 @@ def test_load_tokenizer_refuses_other_kinds(tmp_path, tokenizer):
     path = save_checkpoint(tmp_path / "wm.pt", kind="wm_act", config={}, model_state={}, step=0)
     with pytest.raises(CheckpointError, match="holds a 'wm_act' model but a 'tokenizer' was expected"):
         load_tokenizer(path)
+
+
+def test_encode_latents_signs_are_the_tokens(tokenizer):
+    batch = frames(3)
+    latents = tokenizer.encode_latents(batch)
+    assert latents.shape == (3, tokenizer.config.codebook_bits, tokenizer.grid_size, tokenizer.grid_size)
+    assert torch.equal(tokenizer.codes_to_indices(latents), tokenizer.encode(batch))
+    indices = tokenizer.encode(batch)
+    assert torch.equal(tokenizer.codes_to_indices(tokenizer.indices_to_codes(indices)), indices)  # round trip
+    with pytest.raises(ValueError, match="codes must be"):
+        tokenizer.codes_to_indices(latents[:, :-1])

@@ -277,6 +277,23 @@ class Tokenizer(nn.Module):
             latents = self.encoder(to_model_space(frames_uint8))  # (B, bits, h, w)
             return self.quantizer(latents).indices.long()
 
+    def encode_latents(self, frames_uint8: torch.Tensor, *, inference_mode: bool = False) -> torch.Tensor:
+        """The encoder's latents before quantization: (B, H, W, 3) uint8 -> float (B, codebook_bits, h, w).
+
+        Each token bit is the sign of one latent channel; the magnitude says how firmly the bit is
+        set (a latent near zero flips on a change of a few pixel levels).
+        """
+        self.check_frames(frames_uint8)
+        with _no_grad(inference_mode):
+            return self.encoder(to_model_space(frames_uint8))
+
+    def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, codebook_bits, h, w) codes (only their signs count) -> (B, h, w) long token ids."""
+        if codes.dim() != 4 or codes.shape[1] != self.config.codebook_bits:
+            raise ValueError(f"codes must be (B, {self.config.codebook_bits}, h, w), got {tuple(codes.shape)}")
+        signs = torch.where(codes > 0, 1.0, -1.0)
+        return self.quantizer(signs).indices.long()  # LFQ's own bit order
+
     def encode_sequence(self, frames_uint8: torch.Tensor, *, hysteresis: float = 0.0, batch_frames: int = 256,
                         inference_mode: bool = False) -> torch.Tensor:
         """Token ids of frame sequences in time order, optionally with hysteresis against code flicker.
@@ -317,7 +334,7 @@ class Tokenizer(nn.Module):
             tokens = torch.cat([self.encode(chunk, inference_mode=inference_mode) for chunk in flat.split(batch_frames)])
             return tokens.view(*frames_uint8.shape[:-3], *tokens.shape[1:])
         with _no_grad(inference_mode):
-            latents = torch.cat([self.encoder(to_model_space(chunk)) for chunk in flat.split(batch_frames)])
+            latents = torch.cat([self.encode_latents(chunk) for chunk in flat.split(batch_frames)])
             latents = latents.view(-1, frames_uint8.shape[-4], *latents.shape[1:])  # (B, T, bits, h, w)
             bits = latents[:, 0] > 0
             kept = [bits]
@@ -325,7 +342,7 @@ class Tokenizer(nn.Module):
                 bits = torch.where(latents[:, t].abs() >= hysteresis, latents[:, t] > 0, bits)
                 kept.append(bits)
             codes = torch.stack(kept, dim=1).flatten(0, 1).float() * 2 - 1  # (B*T, bits, h, w) in {-1, +1}
-            tokens = self.quantizer(codes).indices.long()  # LFQ's own bit order
+            tokens = self.codes_to_indices(codes)
             return tokens.view(*frames_uint8.shape[:-3], *tokens.shape[1:])
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
