@@ -11,13 +11,16 @@ cells survive the machine:
 and what later work resumes from: the slim copy (`policy.slim.pt`: the policy without its frozen
 tokenizer, a few MB) of every BC policy, which the PPO cells of its seed start from, and, for a
 cell trained but not yet evaluated, its policies' slim copies and its evaluation's journal of
-finished episodes (they leave the copy once the cell is done).
+finished episodes, and for a cell whose training is under way, a slim copy of each of its runs'
+newest training checkpoint with the optimizer, RNG and trainer state (`resume.slim.pt`, about 8 MB;
+written here, not copied). They leave the copy once the cell is done.
 
 Usage: ``python scripts/snapshot_run.py runs/experiment-small results/experiment-small-snapshot``.
 `roboscape report` reads the copy. To resume a run on a new machine, copy the snapshot's cells/
 into the run folder: finished cells are skipped, `roboscape experiment` rebuilds each policy
-checkpoint from its slim copy (checking the weights against the original's digest), and an
-evaluation resumes from its journal. A cell whose training was under way starts its training again.
+checkpoint from its slim copy (checking the weights against the original's digest), an
+evaluation resumes from its journal, and a training under way resumes from its `resume.slim.pt`
+(as from a checkpoint on the same machine: the envs are reset).
 """
 
 from __future__ import annotations
@@ -45,6 +48,29 @@ RESUME_PATTERNS = (
     "train/*/policy.slim.pt",
 )
 """Relative to a cell folder: copied while the cell is not done."""
+TRAINING_SLIM_PATTERNS = ("train/resume.slim.pt", "train/*/resume.slim.pt")
+"""Relative to a cell folder: written by `_training_slims` while the cell is training."""
+
+
+def _training_slims(run_dir: Path, out: Path) -> list[Path]:
+    """For each cell still training, the slim copy with training state (`resume.slim.pt`) of the
+    newest checkpoint of each of its policy runs, written straight into `out`."""
+    from roboscape_r.checkpoint import latest_checkpoint
+    from roboscape_r.policy.checkpoint import RESUME_SLIM_NAME, write_slim_policy
+
+    written = []
+    for status_path in sorted(run_dir.glob("cells/*/*/cell.json")):
+        status = json.loads(status_path.read_text())
+        if status.get("status") in ("done", "trained") or status.get("trained"):
+            continue
+        train_dir = status_path.parent / "train"
+        for folder in [train_dir, *sorted(p for p in train_dir.glob("*") if p.is_dir())]:
+            newest = latest_checkpoint(folder / "checkpoints")
+            if newest is not None:
+                tokenizer = json.loads((run_dir / "experiment.json").read_text())["config"]["checkpoints"]["tokenizer"]
+                target = out / folder.relative_to(run_dir) / RESUME_SLIM_NAME
+                written.append(write_slim_policy(newest, target, tokenizer, training_state=True))
+    return written
 
 
 def _resume_files(run_dir: Path) -> list[Path]:
@@ -88,8 +114,10 @@ def snapshot(run_dir: Path, out: Path) -> list[Path]:
         shutil.copyfile(source, tmp)
         tmp.replace(target)  # atomic: a snapshot never holds a half-written file
         copied.append(target)
+    copied += _training_slims(run_dir, out)
     kept = set(copied)
-    for pattern in (*PATTERNS, "cells/*/*/eval/videos/*_strip.png", *(f"cells/*/*/{p}" for p in RESUME_PATTERNS)):
+    for pattern in (*PATTERNS, "cells/*/*/eval/videos/*_strip.png",
+                    *(f"cells/*/*/{p}" for p in RESUME_PATTERNS + TRAINING_SLIM_PATTERNS)):
         for stale in sorted(out.glob(pattern)):
             if stale not in kept:
                 stale.unlink()

@@ -381,3 +381,35 @@ def test_a_bc_checkpoint_lost_with_its_machine_is_retrained_and_must_reproduce_t
     with pytest.raises(RuntimeError, match="does not reproduce the evaluated run .*losses/bc_loss at step"):
         experiment._restore_bc_checkpoint(0)
     assert latest_checkpoint(bc_dir / "checkpoints") is None  # PPO would not start from the wrong policy
+
+
+def test_a_training_interrupted_on_another_machine_resumes_from_its_snapshot_as_from_its_checkpoint(tmp_path):
+    # scripts/snapshot_run.py writes a slim copy with training state of a cell still training;
+    # on a new machine the experiment rebuilds the checkpoint from it before training goes on.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("snapshot_run", Path(__file__).resolve().parents[1] / "scripts" / "snapshot_run.py")
+    snapshot_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(snapshot_run)
+    preset = {**tiny_preset(tmp_path), "env_steps_per_policy": 48}
+    first = Experiment({**preset, "ppo": {**preset["ppo"], "run_updates": 1}}, tmp_path / "run")
+    first._write_experiment({})
+    first._train("bc", 0, first.cell_dir("bc", 0) / "train")
+    first._write_status("bc", 0, status="done", trained=True)
+    with pytest.raises(RuntimeError, match="stopped at 16 env steps"):  # after one of three updates
+        first._train("general", 0, first.cell_dir("general", 0) / "train")
+    first._write_status("general", 0, status="started")
+    assert latest_checkpoint(first.cell_dir("general", 0) / "train" / "checkpoints").name == "ckpt_00000001.pt"
+
+    moved = tmp_path / "new_machine"
+    shutil.copytree(tmp_path / "run", moved, ignore=shutil.ignore_patterns("checkpoints"))
+    written = snapshot_run._training_slims(tmp_path / "run", moved)
+    assert [p.relative_to(moved).as_posix() for p in written] == ["cells/general/seed0/train/resume.slim.pt"]
+    second = Experiment(preset, moved)
+    second._restore_policies(second.cell_dir("general", 0) / "train", resume_training=True)
+    second._train("general", 0, second.cell_dir("general", 0) / "train")
+    Experiment(preset, tmp_path / "run")._train("general", 0, first.cell_dir("general", 0) / "train")
+    resumed = read_policy_checkpoint(second.cell_dir("general", 0) / "train")
+    original = read_policy_checkpoint(first.cell_dir("general", 0) / "train")
+    assert resumed["step"] == original["step"] == 3
+    assert weights_digest(resumed["model"]) == weights_digest(original["model"])

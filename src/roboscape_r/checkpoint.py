@@ -141,6 +141,7 @@ def save_checkpoint(
     step: int,
     extra: dict[str, Any] | None = None,
     keep_last: int | None = None,
+    rng: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically to `path` and return the path.
 
@@ -153,6 +154,8 @@ def save_checkpoint(
         extra: further plain values or tensors to keep (e.g. data position, EMA weights).
         keep_last: if given, afterwards delete all but this many newest `ckpt_NNNNNNNN.pt`
             files in the same folder.
+        rng: the RNG states to store (as `rng_state()` gives them); default this process's now.
+            Only a copy of another checkpoint passes its own.
 
     The file holds: format_version, kind, config, step, model, optimizer, scheduler, extra,
     rng (torch/numpy/python states) and torch_version. Only tensors and plain Python values
@@ -174,7 +177,7 @@ def save_checkpoint(
         "optimizer": optimizer_state,
         "scheduler": scheduler_state,
         "extra": extra or {},
-        "rng": rng_state(),
+        "rng": rng_state() if rng is None else rng,
         "torch_version": str(torch.__version__),
     }
     with atomic_path(path) as tmp:

@@ -275,6 +275,8 @@ class Experiment:
                 self._write_slims(cell / "train", missing_only=True)  # trained by an earlier version
             else:
                 print(f"[experiment] {method} seed {seed}: training in {cell / 'train'}", flush=True)
+                # A training interrupted on another machine resumes from its snapshot (scripts/snapshot_run.py).
+                self._restore_policies(cell / "train", resume_training=True)
                 started = time.time()
                 env_steps = self._train(method, seed, cell / "train")
                 train_s = status.get("train_wall_s", 0.0) + time.time() - started
@@ -352,15 +354,18 @@ class Experiment:
             if newest is not None and not (missing_only and (folder / SLIM_NAME).is_file()):
                 write_slim_policy(newest, folder / SLIM_NAME, self.preset["checkpoints"]["tokenizer"])
 
-    def _restore_policies(self, train_dir: Path) -> None:
-        """Rebuild the checkpoint of every policy run folder that has a slim copy but no checkpoint."""
+    def _restore_policies(self, train_dir: Path, *, resume_training: bool = False) -> None:
+        """Rebuild the checkpoint of every policy run folder that has a slim copy but no checkpoint:
+        the final policy's (`policy.slim.pt`), or with `resume_training` the copy of an interrupted
+        training's newest checkpoint (`resume.slim.pt`, written by scripts/snapshot_run.py)."""
         from roboscape_r.checkpoint import latest_checkpoint
-        from roboscape_r.policy.checkpoint import SLIM_NAME, restore_slim_policy
+        from roboscape_r.policy.checkpoint import RESUME_SLIM_NAME, SLIM_NAME, restore_slim_policy
 
         for folder in self._policy_run_folders(train_dir):
-            if (folder / SLIM_NAME).is_file() and latest_checkpoint(folder / "checkpoints") is None:
-                restored = restore_slim_policy(folder / SLIM_NAME, self.preset["checkpoints"]["tokenizer"], folder)
-                print(f"[experiment] rebuilt {restored} from {folder / SLIM_NAME}", flush=True)
+            slim = folder / (RESUME_SLIM_NAME if resume_training else SLIM_NAME)
+            if slim.is_file() and latest_checkpoint(folder / "checkpoints") is None:
+                restored = restore_slim_policy(slim, self.preset["checkpoints"]["tokenizer"], folder)
+                print(f"[experiment] rebuilt {restored} from {slim}", flush=True)
 
     def _restore_bc_checkpoint(self, seed: int) -> None:
         """Make sure the checkpoint of a finished BC cell is there, so that PPO starts from the
