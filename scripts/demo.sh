@@ -15,6 +15,6 @@ echo "== 2/4 collect 8 held-out episodes (in-domain and out-of-domain scenes) in
 $RS collect --out "$OUT/heldout" --tasks PickCube PushCube --scenes in-domain ood --episodes 8 --seed 1
 $RS data check "$OUT/data"
 echo "== 3/4 experiment (preset demo: configs/experiment/demo.yaml)"
-$RS experiment --preset demo --out "$OUT/experiment"
+$RS experiment --preset demo --out "$OUT/experiment" --train-data "$OUT/data" --heldout-data "$OUT/heldout"
 echo "== 4/4 done in $(( ($(date +%s) - start) / 60 )) min"
 echo "report: $OUT/experiment/report/index.html (and REPORT.md)"

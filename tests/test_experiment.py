@@ -413,3 +413,16 @@ def test_a_training_interrupted_on_another_machine_resumes_from_its_snapshot_as_
     original = read_policy_checkpoint(first.cell_dir("general", 0) / "train")
     assert resumed["step"] == original["step"] == 3
     assert weights_digest(resumed["model"]) == weights_digest(original["model"])
+
+
+def test_the_datasets_of_a_preset_can_be_given_on_the_command_line(tmp_path, monkeypatch):
+    # scripts/demo.sh collects into $DEMO_OUT and must run the experiment on that data.
+    from roboscape_r.experiment import ExperimentArgs, run_experiment
+
+    seen = {}
+    monkeypatch.setattr(Experiment, "run", lambda self: seen.update(self.preset["data"]))
+    run_experiment(ExperimentArgs(preset="demo", out=tmp_path / "run", train_data=tmp_path / "d",
+                                  heldout_data=tmp_path / "h", report=False))
+    assert seen == {"train": str(tmp_path / "d"), "heldout": str(tmp_path / "h")}
+    run_experiment(ExperimentArgs(preset="demo", out=tmp_path / "run", report=False))
+    assert seen == load_preset("demo")["data"]

@@ -64,6 +64,10 @@ class ExperimentArgs:
     """Run folder; default runs/experiment-<preset>."""
     only: tuple[str, ...] = ()
     """Run only these methods (default: the preset's)."""
+    train_data: Path | None = None
+    """Training dataset (start frames, BC demos, embedding goals); default the preset's data.train."""
+    heldout_data: Path | None = None
+    """Held-out dataset of the reward check and world-model evaluation; default the preset's data.heldout."""
     report: bool = True
     """Write the report at the end (`roboscape report RUN_DIR`)."""
 
@@ -517,6 +521,9 @@ def _loss_mismatch(recorded: list[dict], redone: list[dict], key: str, rtol: flo
 def run_experiment(args: ExperimentArgs) -> Path:
     """Run (or resume) an experiment; returns its folder."""
     preset = load_preset(args.preset)
+    for key, path in (("train", args.train_data), ("heldout", args.heldout_data)):
+        if path is not None:
+            preset["data"] = {**preset["data"], key: str(path)}
     out = args.out or Path("runs") / f"experiment-{preset['name']}"
     Experiment(preset, out, args.only).run()
     if args.report:
