@@ -174,14 +174,11 @@ def restore_slim_policy(slim: str | Path, tokenizer_path: str | Path | None, run
         raise CheckpointError(f"slim policy {slim}: the rebuilt weights differ from the original policy's; "
                               "the file is inconsistent: retrain the policy")
     actor_critic_from_checkpoint({"config": ckpt["config"], "model": model, "path": slim})  # the architecture fits
-    target = checkpoint_path(Path(run_dir) / "checkpoints", int(ckpt["step"]))
-    if "training_rng" in extra:
-        return save_checkpoint(target, kind=POLICY_KIND, config=ckpt["config"], model_state=model,
-                               optimizer_state=ckpt.get("optimizer"), scheduler_state=ckpt.get("scheduler"),
-                               step=int(ckpt["step"]), rng=extra["training_rng"],
-                               extra={**extra["training_extra"], "restored_from": str(Path(slim).name)})
-    return save_checkpoint(target, kind=POLICY_KIND, config=ckpt["config"], model_state=model, step=int(ckpt["step"]),
-                           extra={"restored_from": str(Path(slim).name)})
+    # Without training state the slim file holds no optimizer or scheduler, and the RNG is this process's.
+    return save_checkpoint(checkpoint_path(Path(run_dir) / "checkpoints", int(ckpt["step"])), kind=POLICY_KIND,
+                           config=ckpt["config"], model_state=model, optimizer_state=ckpt.get("optimizer"),
+                           scheduler_state=ckpt.get("scheduler"), step=int(ckpt["step"]), rng=extra.get("training_rng"),
+                           extra={**extra.get("training_extra", {}), "restored_from": str(Path(slim).name)})
 
 
 def _tokenizer_state(path: str | Path) -> dict[str, Any]:
