@@ -272,10 +272,8 @@ class Tokenizer(nn.Module):
             TypeError, ValueError: on a non-tensor, a dtype other than uint8, or a shape other
                 than (B, image_size, image_size, 3).
         """
-        self.check_frames(frames_uint8)
         with _no_grad(inference_mode):
-            latents = self.encoder(to_model_space(frames_uint8))  # (B, bits, h, w)
-            return self.quantizer(latents).indices.long()
+            return self.quantizer(self.encode_latents(frames_uint8)).indices.long()
 
     def encode_latents(self, frames_uint8: torch.Tensor, *, inference_mode: bool = False) -> torch.Tensor:
         """The encoder's latents before quantization: (B, H, W, 3) uint8 -> float (B, codebook_bits, h, w).
