@@ -35,7 +35,7 @@ from roboscape_r.tokenizer import load_tokenizer
 from roboscape_r.tokenizer.context_decoder import load_context_decoder
 from roboscape_r.tokenizer.model import to_frame_space, to_model_space
 from roboscape_r.worldmodel import frame_metrics as M
-from roboscape_r.worldmodel.evaluate import load_heldout_episodes, open_loop_tokens, sample_windows
+from roboscape_r.worldmodel.evaluate import load_heldout_episodes, open_loop_tokens, sample_windows, window_batch
 from roboscape_r.worldmodel.rollout import WorldModelRollout
 from roboscape_r.worldmodel.train import load_world_model
 
@@ -88,9 +88,7 @@ def score(data: Path, tokenizer, wm_act, decoder, episodes_per_split: int, shrin
     for first in range(0, len(windows), 32):
         chunk = windows[first:first + 32]
         B, S = len(chunk), len(HORIZONS)
-        frames = torch.stack([episodes[e].frames[s:s + 1 + max(HORIZONS)] for e, s in chunk])  # (B, 17, H, W, 3)
-        tokens = torch.stack([episodes[e].tokens[s:s + 1 + max(HORIZONS)] for e, s in chunk])  # (B, 17, h, w)
-        actions = torch.stack([episodes[e].actions[s:s + max(HORIZONS)] for e, s in chunk])
+        frames, tokens, actions = window_batch(episodes, chunk, 1, max(HORIZONS))  # (B, 17, ...)
         rollout = ExpectedCodeRollout(wm_act, tokenizer, temperature=0.0, seed=0, code_table=code_table)
         predicted = open_loop_tokens(rollout, tokens[:, :1], actions, max(HORIZONS))[:, columns]  # (B, S, h, w)
         expected = torch.stack(rollout.expected_codes, dim=1)[:, columns]  # (B, S, bits, h, w)

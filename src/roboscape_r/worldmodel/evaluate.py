@@ -415,6 +415,20 @@ def shuffled_action_sources(window_splits: list[str], rng: np.random.Generator) 
     return sources, kinds
 
 
+def window_batch(episodes: list[HeldOutEpisode], chunk: list[tuple[int, int]], context: int,
+                 horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The real frames, tokens and actions of windows (episode, start), stacked.
+
+    Returns:
+        frames uint8 (B, C+horizon, H, W, 3), tokens long (B, C+horizon, h, w) and actions float
+        (B, C-1+horizon, A), where C = `context`; actions[:, t] follows frame t of the window.
+    """
+    frames = torch.stack([episodes[e].frames[s : s + context + horizon] for e, s in chunk])
+    tokens = torch.stack([episodes[e].tokens[s : s + context + horizon] for e, s in chunk])
+    actions = torch.stack([episodes[e].actions[s : s + context - 1 + horizon] for e, s in chunk])
+    return frames, tokens, actions
+
+
 def evaluate_open_loop(episodes: list[HeldOutEpisode], windows: list[tuple[int, int]], rollout: WorldModelRollout,
                        tokenizer: Any, perceptual: torch.nn.Module, config: EvalWMConfig,
                        rng: np.random.Generator, example_windows: list[int],
@@ -447,9 +461,8 @@ def evaluate_open_loop(episodes: list[HeldOutEpisode], windows: list[tuple[int, 
     for first in tqdm(batches, desc="open-loop", unit="batch", disable=not config.progress):
         chunk = windows[first:first + config.batch_size]
         B = len(chunk)
-        frames = torch.stack([episodes[e].frames[s : s + C + horizon] for e, s in chunk]).to(device)  # (B, C+Hmax, H, W, 3)
-        tokens = torch.stack([episodes[e].tokens[s : s + C + horizon] for e, s in chunk])  # (B, C+Hmax, h, w)
-        actions = torch.stack([episodes[e].actions[s : s + C - 1 + horizon] for e, s in chunk])  # (B, C-1+Hmax, A)
+        frames, tokens, actions = window_batch(episodes, chunk, C, horizon)  # (B, C+Hmax, ...), actions (B, C-1+Hmax, A)
+        frames = frames.to(device)
         shuffled = actions.clone()
         for i, window in enumerate(range(first, first + B)):
             source = sources[window]
