@@ -33,7 +33,7 @@ import torch
 
 from roboscape_r.tokenizer import load_tokenizer
 from roboscape_r.tokenizer.context_decoder import load_context_decoder
-from roboscape_r.tokenizer.model import to_frame_space, to_model_space
+from roboscape_r.tokenizer.model import to_model_space, to_uint8_frames
 from roboscape_r.worldmodel import frame_metrics as M
 from roboscape_r.worldmodel.evaluate import load_heldout_episodes, open_loop_tokens, sample_windows, window_batch
 from roboscape_r.worldmodel.rollout import WorldModelRollout
@@ -45,18 +45,25 @@ SELECT_HORIZONS = (8, 16)  # the world-model issue's full-frame horizons: w is c
 
 class ExpectedCodeRollout(WorldModelRollout):
     """A greedy rollout that also keeps, for every step, each cell's code expected under the
-    model's token distribution (B, bits, h, w) in `expected_codes`."""
+    model's token distribution (B, bits, h, w) in `expected_codes`, from the same logits the
+    rollout samples from (the token head runs once)."""
 
     def __init__(self, *args, code_table: torch.Tensor, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if self.spatial_head is not None:
+            raise SystemExit("mean_decoding.py scores a world model without a spatial head")
         self.code_table = code_table  # (V, bits)
         self.expected_codes: list[torch.Tensor] = []
+        self._rows: list[torch.Tensor] = []  # this step's expected codes, chunk by chunk
+
+    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+        self._rows.append(logits.float().softmax(-1) @ self.code_table)  # (chunk, bits)
+        return super()._sample(logits)
 
     def _predict_tokens(self, hidden: torch.Tensor, current_tokens: torch.Tensor) -> torch.Tensor:
+        self._rows = []
         tokens = super()._predict_tokens(hidden, current_tokens)
-        B, N, D = hidden.shape
-        probs = self.model.token_logits(hidden.reshape(B * N, D), current_tokens.reshape(B * N)).float().softmax(-1)
-        codes = (probs @ self.code_table).view(B, self.config.grid_h, self.config.grid_w, -1)
+        codes = torch.cat(self._rows).view(hidden.shape[0], self.config.grid_h, self.config.grid_w, -1)
         self.expected_codes.append(codes.permute(0, 3, 1, 2))
         return tokens
 
@@ -67,11 +74,6 @@ def codebook(tokenizer, h: int, w: int) -> torch.Tensor:
     ids = torch.arange(-(-V // (h * w)) * h * w) % V  # padded to whole grids
     codes = tokenizer.indices_to_codes(ids.view(-1, h, w))  # (G, bits, h, w)
     return codes.permute(0, 2, 3, 1).reshape(-1, codes.shape[1])[:V]
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) model-space images -> uint8 (B, H, W, 3)."""
-    return (to_frame_space(images).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
 
 
 @torch.inference_mode()
@@ -98,8 +100,8 @@ def score(data: Path, tokenizer, wm_act, decoder, episodes_per_split: int, shrin
         context_codes = tokenizer.indices_to_codes(tokens[:, 0]).repeat_interleave(S, dim=0)
         context_images = to_model_space(last)
         drawn = {
-            "hard": to_uint8(decoder(tokenizer.indices_to_codes(predicted.flatten(0, 1)), context_codes, context_images)),
-            "expected code": to_uint8(decoder(expected.flatten(0, 1), context_codes, context_images)),
+            "hard": to_uint8_frames(decoder(tokenizer.indices_to_codes(predicted.flatten(0, 1)), context_codes, context_images)),
+            "expected code": to_uint8_frames(decoder(expected.flatten(0, 1), context_codes, context_images)),
         }
         change = drawn["hard"].float() - last.float()
         for w in shrinks:

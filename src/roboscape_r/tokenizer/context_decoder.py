@@ -26,7 +26,7 @@ from torch import nn
 
 from roboscape_r.checkpoint import load_checkpoint
 from roboscape_r.tokenizer.config import TokenizerConfig
-from roboscape_r.tokenizer.model import ResBlock, _group_norm, to_frame_space, to_model_space
+from roboscape_r.tokenizer.model import ResBlock, _group_norm, to_model_space, to_uint8_frames
 
 CHECKPOINT_KIND = "context_decoder"
 
@@ -120,7 +120,7 @@ class ContextDecoder(nn.Module):
                              f"grids, {len(context_frames_uint8)} context frames")
         images = self(tokenizer.indices_to_codes(indices), tokenizer.indices_to_codes(context_indices),
                       to_model_space(context_frames_uint8))
-        return (to_frame_space(images).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        return to_uint8_frames(images)
 
     def checkpoint_config(self) -> dict:
         return {"tokenizer": asdict(self.tokenizer_config), "model": asdict(self.config)}

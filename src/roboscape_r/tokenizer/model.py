@@ -383,6 +383,11 @@ def to_frame_space(images: torch.Tensor) -> torch.Tensor:
     return rearrange(images.float() * 0.5 + 0.5, "b c h w -> b h w c")
 
 
+def to_uint8_frames(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) images in about [-1, 1] -> channel-last uint8 frames (B, H, W, 3), clamped and rounded."""
+    return (to_frame_space(images).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+
+
 def _no_grad(inference_mode: bool) -> contextlib.AbstractContextManager:
     return torch.inference_mode() if inference_mode else torch.no_grad()
 
