@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -246,6 +247,17 @@ def test_a_cell_another_process_is_running_is_skipped_not_run_twice(tmp_path, mo
     assert calls == ["general", "bc"]
 
 
+def test_runs_with_disjoint_only_keep_every_method_in_the_experiment_record(tmp_path, monkeypatch):
+    preset = {**load_preset("small"), "seeds": [0], "reward_check": None, "wm_eval": None}
+    monkeypatch.setattr(Experiment, "_train", lambda self, method, seed, out: 0)
+    monkeypatch.setattr(Experiment, "_evaluate", lambda self, policy_dir, seed, out: None)
+    out = tmp_path / "run"
+    Experiment(preset, out, only=("proxy", "bc")).run()
+    assert json.loads((out / "experiment.json").read_text())["methods"] == ["bc", "proxy"]
+    Experiment(preset, out, only=("sim",)).run()
+    assert json.loads((out / "experiment.json").read_text())["methods"] == ["bc", "proxy", "sim"]
+
+
 def test_try_lock_is_exclusive_and_released(tmp_path):
     from roboscape_r.atomic import try_lock
 
@@ -328,6 +340,7 @@ def test_final_stages_rerun_when_their_models_change(tmp_path, monkeypatch):
 
     def fake_check(config):
         calls.append(config.out)
+        time.sleep(0.01)
         config.out.mkdir(parents=True, exist_ok=True)
         (config.out / "reward_check.json").write_text(json.dumps({"run": len(calls)}))
 
@@ -336,8 +349,11 @@ def test_final_stages_rerun_when_their_models_change(tmp_path, monkeypatch):
               "wm_eval": {"copy_from": str(shipped)}}
     out = tmp_path / "run"
     Experiment(preset, out).run()
+    took = json.loads((out / "experiment.json").read_text())["stage_wall_s"]
     Experiment(preset, out).run()
     assert len(calls) == 1, "same models: skipped"
+    assert json.loads((out / "experiment.json").read_text())["stage_wall_s"] == took, "a skip keeps the stage's time"
+    assert took["reward_check"] >= 0.01
     assert json.loads((out / "wm_eval" / "metrics.json").read_text()) == {"splits": {}}
 
     ckpts["wm_txt"].write_bytes(b"retrained")

@@ -179,9 +179,16 @@ class Experiment:
             "preset": self.preset["name"], "config": self.preset, "git_revision": self.revision,
             "date": previous.get("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")),
             "last_update": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "tasks": list(self.tasks), "methods": self.methods, "seeds": self.seeds,
+            # Runs on one folder with disjoint --only share this file: keep every method any of them ran.
+            "tasks": list(self.tasks), "methods": self._methods_with(previous.get("methods", [])), "seeds": self.seeds,
             "env_steps_per_policy": self.preset["env_steps_per_policy"],
             "stage_wall_s": {**previous.get("stage_wall_s", {}), **stage_times}})
+
+    def _methods_with(self, others: list[str]) -> list[str]:
+        """This run's methods and `others`, in the preset's order (unknown names last, as found)."""
+        known = list(self.preset["methods"])
+        merged = [m for m in known if m in self.methods or m in others]
+        return merged + [m for m in others if m not in merged]
 
     # ---------------------------------------------------------------- stages
     def run(self) -> None:
@@ -208,12 +215,14 @@ class Experiment:
                     continue
                 started = time.time()
                 try:
-                    stage()
+                    ran = stage()
                 except Exception as err:  # noqa: BLE001  (the report lists the failure; the run goes on)
+                    ran = True
                     atomic_write_json(self.out / name / "error.json",
                                       {"error": repr(err), "traceback": traceback.format_exc()})
                     print(f"[experiment] {name} failed: {err!r} (see {self.out / name / 'error.json'})")
-                self._write_experiment({name: time.time() - started})
+                if ran:  # a stage skipped as current keeps the time it took when it ran
+                    self._write_experiment({name: time.time() - started})
 
     def cell_settings(self, method: str) -> dict[str, Any]:
         """The preset values a cell of `method` depends on (recorded in cell.json, checked on resume)."""
@@ -447,7 +456,8 @@ class Experiment:
         results = evaluate(config)
         return results["timing"]["resumed_elapsed_s"] + time.time() - started
 
-    def _reward_check(self) -> None:
+    def _reward_check(self) -> bool:
+        """The reward check on the held-out data; False when its output is current (skipped)."""
         from roboscape_r.reward.check import RewardCheckConfig, run_reward_check
 
         ckpts = self.preset["checkpoints"]
@@ -457,19 +467,21 @@ class Experiment:
             train_data=Path(self.preset["data"]["train"]), out=self.out / "reward_check"))
         settings = self._stage_settings("reward_check", ("tokenizer", "wm_act", "wm_txt", "proxy"))
         if self._stage_is_current("reward_check", "reward_check.json", settings):
-            return
+            return False
         run_reward_check(config)
         atomic_write_json(config.out / STAGE_RECORD, settings)
+        return True
 
-    def _wm_eval(self) -> None:
-        """The world-model table: copied from a shipped eval-wm result, or computed here."""
+    def _wm_eval(self) -> bool:
+        """The world-model table: copied from a shipped eval-wm result, or computed here; False when
+        its output is current (skipped)."""
         spec = self.preset["wm_eval"]
         target = self.out / "wm_eval" / "metrics.json"
         settings = self._stage_settings("wm_eval", ("tokenizer", "wm_act", "wm_txt"))
         if "copy_from" in spec:
             settings["copy_from_digest"] = self._digest(spec["copy_from"])
         if self._stage_is_current("wm_eval", target.name, settings):
-            return
+            return False
         target.parent.mkdir(parents=True, exist_ok=True)
         if "copy_from" in spec:
             shutil.copyfile(spec["copy_from"], target)
@@ -481,6 +493,7 @@ class Experiment:
                 data=Path(self.preset["data"]["heldout"]), tokenizer=Path(ckpts["tokenizer"]),
                 wm_act=Path(ckpts["wm_act"]), wm_txt=Path(ckpts["wm_txt"]), out=target.parent)))
         atomic_write_json(target.parent / STAGE_RECORD, settings)
+        return True
 
     def _stage_settings(self, name: str, models: tuple[str, ...]) -> dict[str, Any]:
         """What a final stage's output depends on: its preset entry, the data and the models' digests."""
