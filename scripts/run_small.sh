@@ -4,8 +4,8 @@
 # at any point and run this again to go on.
 #   RUN   the run folder (default runs/experiment-small). When it does not exist yet and
 #         SNAPSHOT (default results/experiment-small-partial) holds a copy of a run part-way
-#         (scripts/snapshot_run.py), the run starts from that copy: finished cells are kept,
-#         a cell that was training resumes from its resume.slim.pt.
+#         (scripts/snapshot_run.py), the run starts from that copy: finished cells and final
+#         stages are kept, a cell that was training resumes from its resume.slim.pt.
 # Data collections resume too, and are instant when complete; ManiSkill's episodes of the same
 # seed differ slightly between machines, so a recollected data/train is not byte-identical.
 set -euo pipefail
@@ -18,6 +18,9 @@ if [ ! -e "$RUN" ] && [ -f "$SNAPSHOT/experiment.json" ]; then
     echo "== starting $RUN from the copy in $SNAPSHOT"
     mkdir -p "$RUN"
     cp -r "$SNAPSHOT/experiment.json" "$SNAPSHOT/cells" "$RUN/"
+    for stage in reward_check wm_eval; do  # final stages done early (they are skipped when current)
+        if [ -d "$SNAPSHOT/$stage" ]; then cp -r "$SNAPSHOT/$stage" "$RUN/"; fi
+    done
 fi
 echo "== 1/3 data/train: BC's demonstrations and the world-model cells' start frames"
 $RS collect --out data/train --scenes in-domain --episodes 320 --seed 0

@@ -5,7 +5,8 @@ less. This copies what `roboscape report` reads, except videos, so that the resu
 cells survive the machine:
 
     experiment.json; cells/<method>/seed<k>/cell.json, train/{metrics.jsonl, env.json, router.json},
-    eval/results.json; reward_check/*.json and *.png; wm_eval/metrics.json; and of each cell's
+    eval/results.json; reward_check/{reward_check.json,.png}, wm_eval/metrics.json and the
+    stage.json beside each (what made them: a resumed run keeps them); and of each cell's
     frame strips, the first of each split in its video list (the ones the report would show)
 
 and what later work resumes from: the slim copy (`policy.slim.pt`: the policy without its frozen
@@ -16,8 +17,9 @@ newest training checkpoint with the optimizer, RNG and trainer state (`resume.sl
 written here, not copied). They leave the copy once the cell is done.
 
 Usage: ``python scripts/snapshot_run.py runs/experiment-small results/experiment-small-snapshot``.
-`roboscape report` reads the copy. To resume a run on a new machine, copy the snapshot's cells/
-into the run folder: finished cells are skipped, `roboscape experiment` rebuilds each policy
+`roboscape report` reads the copy. To resume a run on a new machine, copy the snapshot's
+experiment.json, cells/, reward_check/ and wm_eval/ into the run folder (`scripts/run_small.sh`
+does): finished cells and final stages are skipped, `roboscape experiment` rebuilds each policy
 checkpoint from its slim copy (checking the weights against the original's digest), an
 evaluation resumes from its journal, and a training under way resumes from its `resume.slim.pt`
 (as from a checkpoint on the same machine: the envs are reset).
@@ -37,9 +39,11 @@ PATTERNS = (
     "cells/*/*/train/env.json",
     "cells/*/*/train/router.json",
     "cells/*/*/eval/results.json",
-    "reward_check/*.json",
-    "reward_check/*.png",
+    "reward_check/reward_check.json",
+    "reward_check/reward_check.png",
+    "reward_check/stage.json",
     "wm_eval/metrics.json",
+    "wm_eval/stage.json",
     "cells/bc/*/train/policy.slim.pt",
 )
 RESUME_PATTERNS = (

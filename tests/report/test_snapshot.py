@@ -22,8 +22,14 @@ def test_a_snapshot_holds_the_results_but_no_checkpoints_and_rebuilds_the_report
     run = write_fake_run(tmp_path / "run", real_ppo_template(tmp_path / "ppo")[0])
     (run / "cells" / "general" / "seed0" / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run / "cells" / "general" / "seed0" / "train" / "checkpoints" / "ckpt_00000001.pt").write_bytes(b"x" * 1000)
+    for stage in ("reward_check", "wm_eval"):  # what made a final stage's output: a resumed run keeps it
+        (run / stage / "stage.json").write_text('{"checkpoint_digests": {}}')
+    (run / "reward_check" / "goal_embeddings.json").write_text("[]")  # a by-product the report does not read
     copied = load_script().snapshot(run, tmp_path / "snap")
     names = {p.relative_to(tmp_path / "snap").as_posix() for p in copied}
+    assert {"reward_check/reward_check.json", "reward_check/reward_check.png", "reward_check/stage.json",
+            "wm_eval/metrics.json", "wm_eval/stage.json"} <= names
+    assert "reward_check/goal_embeddings.json" not in names
     assert "experiment.json" in names and "cells/general/seed0/eval/results.json" in names
     assert not any(name.endswith((".pt", ".mp4", ".gif")) for name in names)  # the cell is done: no checkpoint
     for name in names:  # byte-for-byte copies
