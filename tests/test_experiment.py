@@ -366,6 +366,35 @@ def test_final_stages_rerun_when_their_models_change(tmp_path, monkeypatch):
     assert (out / "wm_eval.replaced-1" / "metrics.json").is_file()
 
 
+def test_a_final_stage_another_process_is_running_is_skipped(tmp_path, monkeypatch):
+    """A second run (e.g. `--only bc` once BC is done) may run the final stages beside the cells."""
+    import roboscape_r.reward.check as check
+    from roboscape_r.atomic import try_lock
+
+    calls = []
+
+    def fake_check(config):
+        calls.append(config.out)
+        config.out.mkdir(parents=True, exist_ok=True)
+        (config.out / "reward_check.json").write_text("{}")
+
+    monkeypatch.setattr(check, "run_reward_check", fake_check)
+    ckpts = {name: tmp_path / f"{name}.pt" for name in ("tokenizer", "wm_act", "wm_txt", "proxy")}
+    for path in ckpts.values():
+        path.write_bytes(b"v1")
+    preset = {**load_preset("small"), "seeds": [], "checkpoints": {k: str(v) for k, v in ckpts.items()},
+              "wm_eval": None}
+    out = tmp_path / "run"
+    out.mkdir()
+    with try_lock(out / ".reward_check.lock") as held:  # as if another run were checking the rewards
+        assert held
+        Experiment(preset, out).run()
+    assert calls == []
+    assert "reward_check" not in json.loads((out / "experiment.json").read_text())["stage_wall_s"]
+    Experiment(preset, out).run()  # released: it runs now
+    assert len(calls) == 1
+
+
 def test_a_bc_checkpoint_lost_with_its_machine_is_retrained_and_must_reproduce_the_evaluated_run(tmp_path):
     # A run folder restored from scripts/snapshot_run.py keeps BC's metrics and results, not its
     # checkpoint; PPO needs the checkpoint, and it must be the policy that was evaluated.
