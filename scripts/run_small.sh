@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # The small experiment (`roboscape experiment --preset small`) from scratch or resumed, on this
-# or a new machine: its data, the run, its report. About 13 h on 2 CPU cores (README); stop it
-# at any point and run this again to go on.
-#   RUN   the run folder (default runs/experiment-small). When it does not exist yet and
-#         SNAPSHOT (default results/experiment-small-partial) holds a copy of a run part-way
-#         (scripts/snapshot_run.py), the run starts from that copy: finished cells and final
-#         stages are kept, a cell that was training resumes from its resume.slim.pt.
+# or a new machine: its data, the run, its report. About 11-17 h on 2 CPU cores, by machine
+# (results/experiment-small-2026-12-07/README.md); stop it at any point and run this again to go on.
+#   RUN       the run folder (default runs/experiment-small).
+#   SNAPSHOT  optional: a copy of a run (scripts/snapshot_run.py), e.g. a run part-way or the
+#             committed results/experiment-small-2026-12-07. When RUN does not exist yet, the run
+#             starts from that copy: finished cells and final stages are kept, a cell that was
+#             training resumes from its resume.slim.pt. Unset: the run starts from scratch.
 # Data collections resume too, and are instant when complete; ManiSkill's episodes of the same
 # seed differ slightly between machines, so a recollected data/train is not byte-identical.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export VK_ICD_FILENAMES="${VK_ICD_FILENAMES:-/usr/share/vulkan/icd.d/lvp_icd.json}"
 RUN="${RUN:-runs/experiment-small}"
-SNAPSHOT="${SNAPSHOT:-results/experiment-small-partial}"
+SNAPSHOT="${SNAPSHOT:-}"
 RS=.venv/bin/roboscape
-if [ ! -e "$RUN" ] && [ -f "$SNAPSHOT/experiment.json" ]; then
+if [ -n "$SNAPSHOT" ] && [ ! -f "$SNAPSHOT/experiment.json" ]; then
+    echo "SNAPSHOT=$SNAPSHOT holds no experiment.json: give a folder written by scripts/snapshot_run.py" >&2
+    exit 2
+fi
+if [ -n "$SNAPSHOT" ] && [ ! -e "$RUN" ]; then
     echo "== starting $RUN from the copy in $SNAPSHOT"
     mkdir -p "$RUN"
     cp -r "$SNAPSHOT/experiment.json" "$SNAPSHOT/cells" "$RUN/"

@@ -26,10 +26,10 @@ from roboscape_r.report.success import (
     ood_improvement_on_shared_seeds,
     paired_comparisons,
 )
+from tests.report.chromium import BROKEN_CONTROL, CHROMIUM, image_widths
 from tests.report.fake_run import real_ppo_template, write_fake_run
 
 ROBOSCAPE = [sys.executable, "-m", "roboscape_r.cli"]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def md_table(markdown: str, caption: str) -> list[dict[str, str]]:
@@ -264,26 +264,8 @@ def test_html_carries_the_same_tables_and_is_self_contained(report):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a chromium binary (scripts/setup.sh installs Debian's chromium)")
 def test_every_image_loads_in_headless_chromium(report, tmp_path):
-    run, _, page, _ = report
-    report_dir = run / "report"
-    # A copy of the page beside it (same relative paths) that records every image's naturalWidth on
-    # load, plus one deliberately broken image to show that the check can fail.
-    probe = ('<img src="figures/not-there.png" id="broken-control">\n<script>window.addEventListener("load", () => {'
-             'const out = document.createElement("pre"); out.id = "image-widths";'
-             'out.textContent = JSON.stringify([...document.images].map(i => [i.getAttribute("src"), i.naturalWidth]));'
-             'document.body.appendChild(out);});</script>\n</body>')
-    check_page = report_dir / "_image_check.html"
-    check_page.write_text(page.replace("</body>", probe))
-    try:
-        done = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", f"--user-data-dir={tmp_path}",
-                               "--virtual-time-budget=10000", "--dump-dom", check_page.as_uri()],
-                              capture_output=True, text=True, timeout=120)
-    finally:
-        check_page.unlink()
-    match = re.search(r'<pre id="image-widths">(.*?)</pre>', done.stdout, re.S)
-    assert match, f"no image report in chromium's DOM dump: {done.stdout[-500:]} {done.stderr[-500:]}"
-    widths = dict(json.loads(html.unescape(match.group(1))))
-    assert widths.pop("figures/not-there.png") == 0
+    widths = image_widths(report[0] / "report", tmp_path)
+    assert widths.pop(BROKEN_CONTROL) == 0
     assert len(widths) == 4 and all(width > 0 for width in widths.values()), widths
 
 
