@@ -23,6 +23,7 @@ from roboscape_r.report.strips import choose_strips
 from roboscape_r.report.success import (
     mcnemar_exact_p,
     ood_improvement,
+    ood_improvement_intervals,
     ood_improvement_on_shared_seeds,
     paired_comparisons,
 )
@@ -155,6 +156,57 @@ def test_improvement_arithmetic_by_hand():
                                                        "relative_defined": 0, "baselines": 0})
     with pytest.raises(ValueError, match="rates must be in"):
         ood_improvement({"general": {"A": 1.5}})
+
+
+def _paired_run(outcomes: dict[tuple[int, str], tuple[list[bool], list[bool]]], baselines=("sim",)):
+    """A run whose general and baseline OOD episodes are given per (seed, task) as success lists."""
+    episodes = {method: [] for method in ("general", *baselines)}
+    for (seed, task), (ours, theirs) in outcomes.items():
+        for index, (a, b) in enumerate(zip(ours, theirs)):
+            common = {"split": "ood", "train_seed": seed, "task": task, "scene": "ood-x", "seed": index}
+            episodes["general"].append({**common, "success_once": a})
+            for baseline in baselines:
+                episodes[baseline].append({**common, "success_once": b})
+    return SimpleNamespace(methods=list(episodes), episodes_of=lambda m: episodes[m])
+
+
+def test_bootstrap_interval_of_one_seed_matches_the_binomial_spread():
+    # one seed, one task: general solves 50 of 100, the baseline none -> +50 points, sd 5 points
+    run = _paired_run({(0, "A"): ([True] * 50 + [False] * 50, [False] * 100)})
+    per_baseline, average = ood_improvement_intervals(run, resamples=4000)
+    low, high = per_baseline["sim"].absolute_points
+    assert 38 < low < 42 and 58 < high < 62
+    assert per_baseline["sim"].relative_percent is None and per_baseline["sim"].relative_defined == 0
+    assert per_baseline["sim"].resamples == 4000
+    assert average is not None and average.absolute_points == per_baseline["sim"].absolute_points
+
+
+def test_bootstrap_resamples_training_seeds_too():
+    # seed 0: general solves all, the baseline none; seed 1 the reverse. Point estimate 0, but a
+    # resample drawing seed 0 twice gives +100 points and seed 1 twice -100: the seed level shows.
+    run = _paired_run({(0, "A"): ([True] * 20, [False] * 20), (1, "A"): ([False] * 20, [True] * 20)})
+    (interval,) = ood_improvement_intervals(run, resamples=500)[0].values()
+    assert interval.absolute_points == (-100.0, 100.0)
+    # identical outcomes: no spread at all; same seed, same draws
+    same = _paired_run({(0, "A"): ([True, False] * 5, [True, False] * 5)}, baselines=("sim", "bc"))
+    first, average = ood_improvement_intervals(same, resamples=300, seed=7)
+    assert first["sim"].absolute_points == (0.0, 0.0) and first["sim"].relative_percent == (0.0, 0.0)
+    assert average.absolute_points == (0.0, 0.0)
+    assert ood_improvement_intervals(same, resamples=300, seed=7)[0] == first
+    with pytest.raises(ValueError, match="resamples"):
+        ood_improvement_intervals(same, resamples=0)
+
+
+def test_report_gives_the_improvement_intervals(report):
+    _, markdown, _, _ = report
+    rows = md_table(markdown, "OOD success_once of general vs each baseline")
+    sim = row_of(rows, baseline="sim")
+    low, high = (float(v) for v in re.findall(r"[-+]\d+\.\d", sim["absolute 95% CI"]))
+    assert low <= 20.0 <= high  # the point estimate (+20.0 pts) lies inside its interval
+    assert row_of(rows, baseline="bc")["relative 95% CI"] == "n/a"  # bc never succeeds: no relative change
+    # embedding is compared on seed 0 only, the others on seeds 0 and 1: no joint draws, no average interval
+    assert row_of(rows, baseline="average over baselines")["absolute 95% CI"] == "n/a"
+    assert "two-level bootstrap" in markdown
 
 
 def test_improvement_counts_only_the_seeds_both_methods_were_evaluated_on():

@@ -33,6 +33,7 @@ from roboscape_r.report.sections import (
 from roboscape_r.report.strips import choose_strips, strip_label, write_strip_figure
 from roboscape_r.report.success import (
     factor_rows,
+    ood_improvement_intervals,
     ood_improvement_on_shared_seeds,
     paired_comparisons,
     per_seed_spread,
@@ -143,7 +144,7 @@ def build_report(config: ReportConfig | str | Path) -> ReportResult:
 
     blocks: list[Block] = header_blocks(run) + missing_blocks(run)
     blocks += success_blocks(run, pooled, per_seed_spread(run), factor_rows(run))
-    blocks += improvement_blocks(improvements, averages)
+    blocks += improvement_blocks(improvements, averages, *ood_improvement_intervals(run))
     blocks += paired_blocks(paired_comparisons(run))
     blocks += _curve_blocks(run, config, figures)
     blocks += reward_check_blocks(run.reward_check, figure_src)

@@ -10,9 +10,12 @@ from roboscape_r.report.document import Block, Bullets, Heading, Paragraph, tabl
 from roboscape_r.report.run_folder import OURS, RunData
 from roboscape_r.report.success import (
     ALL_TASKS,
+    BOOTSTRAP_DEFINITION,
+    BOOTSTRAP_RESAMPLES,
     IMPROVEMENT_DEFINITION,
     PAIRED_DEFINITION,
     Improvement,
+    ImprovementInterval,
     PairedComparison,
     split_order,
 )
@@ -220,26 +223,50 @@ def success_blocks(run: RunData, pooled: list[dict], spread: list[dict], factors
     return blocks
 
 
-def improvement_blocks(improvements: list[Improvement], averages: dict) -> list[Block]:
+def interval_text(interval: ImprovementInterval | None, relative: bool) -> str:
+    """'[low, high]' of a bootstrap interval in points or percent; 'n/a' when there is none."""
+    if interval is None or (relative and interval.relative_percent is None):
+        return "n/a"
+    low, high = interval.relative_percent if relative else interval.absolute_points
+    unit = "%" if relative else " pts"
+    text = f"[{low:+.1f}{unit.strip()}, {high:+.1f}{unit.strip()}]" if relative else f"[{low:+.1f}, {high:+.1f}] pts"
+    if relative and interval.relative_defined < interval.resamples:
+        text += f" (defined in {interval.relative_defined:,} of {interval.resamples:,} resamples)"
+    return text
+
+
+def improvement_blocks(improvements: list[Improvement], averages: dict,
+                       intervals: dict[str, ImprovementInterval] | None = None,
+                       average_interval: ImprovementInterval | None = None) -> list[Block]:
+    intervals = intervals or {}
     blocks: list[Block] = [Heading("Relative OOD improvement of the general reward"),
-                           Paragraph(IMPROVEMENT_DEFINITION)]
+                           Paragraph(IMPROVEMENT_DEFINITION),
+                           Paragraph(BOOTSTRAP_DEFINITION.format(resamples=BOOTSTRAP_RESAMPLES))]
     paper = f"+{PAPER_OOD_IMPROVEMENT_PERCENT}%"
     if not improvements:
         return blocks + [Paragraph(f"Not available: the general method and at least one baseline need OOD "
                                    f"evaluation results. Paper's headline for comparison: {paper} average OOD "
                                    "improvement.")]
     rows = [[i.baseline, ", ".join(map(str, i.seeds)), ", ".join(i.tasks), f"{i.ours_rate:.3f}",
-             f"{i.baseline_rate:.3f}", signed(i.absolute_points, " pts"), signed(i.relative_percent, "%")]
+             f"{i.baseline_rate:.3f}", signed(i.absolute_points, " pts"), interval_text(intervals.get(i.baseline), False),
+             signed(i.relative_percent, "%"), interval_text(intervals.get(i.baseline), True)]
             for i in improvements]
     rows.append(["average over baselines", "", "", "", "", signed(averages["absolute_points"], " pts"),
+                 interval_text(average_interval, False),
                  signed(averages["relative_percent"], "%")
-                 + f" (over {averages['relative_defined']} of {averages['baselines']} baselines)"])
-    blocks.append(table(["baseline", "seeds", "tasks averaged", "SR general", "SR baseline", "absolute", "relative"],
+                 + f" (over {averages['relative_defined']} of {averages['baselines']} baselines)",
+                 interval_text(average_interval, True)])
+    blocks.append(table(["baseline", "seeds", "tasks averaged", "SR general", "SR baseline", "absolute",
+                         "absolute 95% CI", "relative", "relative 95% CI"],
                         rows, "OOD success_once of general vs each baseline"))
+    spread = ("" if average_interval is None else
+              f", 95% interval {interval_text(average_interval, True)}; absolute "
+              f"{signed(averages['absolute_points'], ' points')}, {interval_text(average_interval, False)}")
     blocks.append(Paragraph(
         f"Average relative OOD improvement of the general reward: this run "
-        f"{signed(averages['relative_percent'], '%')} (absolute {signed(averages['absolute_points'], ' points')}); "
-        f"the paper's headline: {paper} on average in OOD scenes. The paper's models, data and budgets are far "
+        f"{signed(averages['relative_percent'], '%')}"
+        + (spread or f" (absolute {signed(averages['absolute_points'], ' points')})")
+        + f"; the paper's headline: {paper} on average in OOD scenes. The paper's models, data and budgets are far "
         "larger than a small preset's, so the two numbers are not expected to match."))
     return blocks
 

@@ -194,6 +194,111 @@ def _averages(improvements: list[Improvement]) -> dict:
     }
 
 
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_DEFINITION = (
+    "95% intervals: a two-level bootstrap over the OOD episodes both methods were evaluated on ({resamples:,} "
+    "resamples, fixed seed). Each resample draws the shared training seeds with replacement, then within each "
+    "drawn seed and task the shared episodes with replacement, the same draws for general and the baseline (and "
+    "for every baseline that shares the same seeds and episodes, so the average gets an interval too). The "
+    "interval runs from the 2.5th to the 97.5th percentile of the improvement over the resamples; the relative "
+    "one over the resamples where SR(b) > 0. With few seeds the seed level dominates and the intervals are wide: "
+    "they say how far the numbers could move with other seeds and episodes of the same settings."
+)
+
+
+@dataclass(frozen=True)
+class ImprovementInterval:
+    """A bootstrap interval of an :class:`Improvement` (or of the average), see BOOTSTRAP_DEFINITION."""
+
+    absolute_points: tuple[float, float]
+    relative_percent: tuple[float, float] | None
+    """None when no resample has a baseline rate above 0."""
+    relative_defined: int
+    """Resamples where the relative improvement is defined (baseline rate > 0)."""
+    resamples: int
+
+
+def _paired_ood_cells(run: RunData, ours: str, baseline: str) -> tuple[list[int], list[str], dict]:
+    """The OOD episodes both methods were evaluated on: (seeds, tasks present for every seed,
+    {(seed, task): bool array (n, 2) of [ours, baseline] success_once})."""
+    def keyed(method: str) -> dict[tuple, bool]:
+        return {(e["train_seed"], e["task"], e["scene"], e["seed"]): bool(e["success_once"])
+                for e in run.episodes_of(method) if e["split"] == "ood"}
+
+    mine, theirs = keyed(ours), keyed(baseline)
+    cells: dict[tuple[int, str], list] = {}
+    for key in sorted((k for k in mine if k in theirs), key=repr):
+        cells.setdefault((key[0], key[1]), []).append((mine[key], theirs[key]))
+    seeds = sorted({seed for seed, _ in cells})
+    tasks = sorted(t for t in {task for _, task in cells} if all((s, t) in cells for s in seeds))
+    return seeds, tasks, {key: np.array(pairs, dtype=bool) for key, pairs in cells.items()}
+
+
+def _bootstrap_rates(seeds: list[int], tasks: list[str], cells: dict, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, 2) SR(ours), SR(baseline) of each two-level resample (see BOOTSTRAP_DEFINITION).
+
+    The generator is seeded alike for every baseline, so baselines with the same seeds and episode
+    counts get the same draws: their per-resample improvements can be averaged."""
+    rng = np.random.default_rng(seed)
+    seed_draw = rng.integers(0, len(seeds), (resamples, len(seeds)))
+    sums = np.zeros((len(seeds), len(tasks), resamples, 2))
+    counts = np.zeros((len(seeds), len(tasks)))
+    for i, s in enumerate(seeds):
+        for j, t in enumerate(tasks):
+            pairs = cells[s, t]
+            sums[i, j] = pairs[rng.integers(0, len(pairs), (resamples, len(pairs)))].sum(axis=1)
+            counts[i, j] = len(pairs)
+    picked = sums[seed_draw, :, np.arange(resamples)[:, None]]  # (resamples, drawn seeds, tasks, 2)
+    rates = picked.sum(axis=1) / counts[seed_draw].sum(axis=1)[..., None]
+    return rates.mean(axis=1)
+
+
+def _interval(absolute: np.ndarray, relative: np.ndarray) -> ImprovementInterval:
+    defined = relative[~np.isnan(relative)]
+    rel = tuple(float(v) for v in np.percentile(defined, [2.5, 97.5])) if defined.size else None
+    return ImprovementInterval(tuple(float(v) for v in np.percentile(absolute, [2.5, 97.5])), rel,
+                               int(defined.size), int(relative.size))
+
+
+def ood_improvement_intervals(run: RunData, ours: str = OURS, resamples: int = BOOTSTRAP_RESAMPLES,
+                              seed: int = 0) -> tuple[dict[str, ImprovementInterval], ImprovementInterval | None]:
+    """Bootstrap intervals of the general reward's OOD improvement over each baseline and of the
+    average over baselines (BOOTSTRAP_DEFINITION), on the OOD episodes both were evaluated on.
+
+    Returns:
+        ({baseline: interval}, interval of the average or None). The average's interval is given
+        only when every baseline has the same seeds and episode counts (so the draws are joint).
+
+    Raises:
+        ValueError: `resamples` < 1.
+    """
+    if not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"resamples must be an int >= 1, got {resamples!r}")
+    per_baseline: dict[str, ImprovementInterval] = {}
+    draws, shapes = [], set()
+    for baseline in run.methods if ours in run.methods else []:
+        if baseline == ours:
+            continue
+        seeds, tasks, cells = _paired_ood_cells(run, ours, baseline)
+        if not seeds or not tasks:
+            continue
+        rates = _bootstrap_rates(seeds, tasks, cells, resamples, seed)
+        absolute = 100.0 * (rates[:, 0] - rates[:, 1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.where(rates[:, 1] > 0, 100.0 * (rates[:, 0] - rates[:, 1]) / rates[:, 1], np.nan)
+        per_baseline[baseline] = _interval(absolute, relative)
+        draws.append((absolute, relative))
+        shapes.add((tuple(seeds), tuple(tasks), tuple(len(cells[s, t]) for s in seeds for t in tasks)))
+    if not draws or len(shapes) != 1:
+        return per_baseline, None
+    absolute = np.mean([a for a, _ in draws], axis=0)
+    relative = np.vstack([r for _, r in draws])
+    defined = ~np.isnan(relative)
+    average_relative = np.where(defined.any(axis=0),
+                                np.nansum(relative, axis=0) / np.maximum(defined.sum(axis=0), 1), np.nan)
+    return per_baseline, _interval(absolute, average_relative)
+
+
 PAIRED_DEFINITION = (
     "Every cell of a training seed is evaluated on the same episodes (same scenes and episode seeds), so two "
     "methods can be compared episode by episode. For the general reward against a baseline, per split, over "
