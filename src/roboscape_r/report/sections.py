@@ -227,10 +227,12 @@ def interval_text(interval: ImprovementInterval | None, relative: bool) -> str:
     """'[low, high]' of a bootstrap interval in points or percent; 'n/a' when there is none."""
     if interval is None or (relative and interval.relative_percent is None):
         return "n/a"
-    low, high = interval.relative_percent if relative else interval.absolute_points
-    unit = "%" if relative else " pts"
-    text = f"[{low:+.1f}{unit.strip()}, {high:+.1f}{unit.strip()}]" if relative else f"[{low:+.1f}, {high:+.1f}] pts"
-    if relative and interval.relative_defined < interval.resamples:
+    if not relative:
+        low, high = interval.absolute_points
+        return f"[{low:+.1f}, {high:+.1f}] pts"
+    low, high = interval.relative_percent
+    text = f"[{low:+.1f}%, {high:+.1f}%]"
+    if interval.relative_defined < interval.resamples:
         text += f" (defined in {interval.relative_defined:,} of {interval.resamples:,} resamples)"
     return text
 

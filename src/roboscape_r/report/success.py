@@ -194,6 +194,12 @@ def _averages(improvements: list[Improvement]) -> dict:
     }
 
 
+def episodes_by_key(run: RunData, method: str) -> dict[tuple, dict]:
+    """A method's evaluation episodes keyed (training seed, task, scene, episode seed): the key on
+    which two methods' episodes of one training seed are the same episode."""
+    return {(e["train_seed"], e["task"], e["scene"], e["seed"]): e for e in run.episodes_of(method)}
+
+
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_DEFINITION = (
     "95% intervals: a two-level bootstrap over the OOD episodes both methods were evaluated on ({resamples:,} "
@@ -221,14 +227,11 @@ class ImprovementInterval:
 def _paired_ood_cells(run: RunData, ours: str, baseline: str) -> tuple[list[int], list[str], dict]:
     """The OOD episodes both methods were evaluated on: (seeds, tasks present for every seed,
     {(seed, task): bool array (n, 2) of [ours, baseline] success_once})."""
-    def keyed(method: str) -> dict[tuple, bool]:
-        return {(e["train_seed"], e["task"], e["scene"], e["seed"]): bool(e["success_once"])
-                for e in run.episodes_of(method) if e["split"] == "ood"}
-
-    mine, theirs = keyed(ours), keyed(baseline)
+    mine, theirs = episodes_by_key(run, ours), episodes_by_key(run, baseline)
     cells: dict[tuple[int, str], list] = {}
-    for key in sorted((k for k in mine if k in theirs), key=repr):
-        cells.setdefault((key[0], key[1]), []).append((mine[key], theirs[key]))
+    for key in sorted(k for k in mine if k in theirs and mine[k]["split"] == "ood"):
+        cells.setdefault((key[0], key[1]), []).append((bool(mine[key]["success_once"]),
+                                                        bool(theirs[key]["success_once"])))
     seeds = sorted({seed for seed, _ in cells})
     tasks = sorted(t for t in {task for _, task in cells} if all((s, t) in cells for s in seeds))
     return seeds, tasks, {key: np.array(pairs, dtype=bool) for key, pairs in cells.items()}
@@ -344,15 +347,12 @@ def paired_comparisons(run: RunData, ours: str = OURS) -> list[PairedComparison]
         One PairedComparison per (baseline, split) with at least one shared episode, baselines in run
         order; empty when `ours` has no evaluation results.
     """
-    def keyed(method: str) -> dict[tuple, dict]:
-        return {(e["train_seed"], e["task"], e["scene"], e["seed"]): e for e in run.episodes_of(method)}
-
-    mine = keyed(ours)
+    mine = episodes_by_key(run, ours)
     comparisons = []
     for baseline in run.methods if mine else []:
         if baseline == ours:
             continue
-        theirs = keyed(baseline)
+        theirs = episodes_by_key(run, baseline)
         shared = [key for key in mine if key in theirs]
         for split in split_order({mine[key]["split"] for key in shared}):
             pairs = [(bool(mine[k]["success_once"]), bool(theirs[k]["success_once"]))
