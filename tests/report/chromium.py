@@ -15,9 +15,11 @@ BROKEN_CONTROL = "figures/not-there.png"
 
 
 def image_widths(report_dir: Path, profile_dir: Path) -> dict[str, int]:
-    """{src: naturalWidth} of every image of `report_dir/index.html` once the page has loaded,
-    plus `BROKEN_CONTROL` (width 0 when the check works). The probe page is a copy beside the
-    original (same relative paths), removed afterwards."""
+    """{src: naturalWidth} of every image of `report_dir/index.html` once the page has loaded.
+
+    The probe page is a copy beside the original (same relative paths), removed afterwards. It adds
+    `BROKEN_CONTROL`, an image that cannot load: the check asserts that it reads width 0 (so a
+    width above 0 means the image really loaded) and leaves it out of the result."""
     page = (report_dir / "index.html").read_text()
     probe = (f'<img src="{BROKEN_CONTROL}" id="broken-control">\n<script>window.addEventListener("load", () => {{'
              'const out = document.createElement("pre"); out.id = "image-widths";'
@@ -33,4 +35,6 @@ def image_widths(report_dir: Path, profile_dir: Path) -> dict[str, int]:
         check_page.unlink()
     match = re.search(r'<pre id="image-widths">(.*?)</pre>', done.stdout, re.S)
     assert match, f"no image report in chromium's DOM dump: {done.stdout[-500:]} {done.stderr[-500:]}"
-    return dict(json.loads(html.unescape(match.group(1))))
+    widths = dict(json.loads(html.unescape(match.group(1))))
+    assert widths.pop(BROKEN_CONTROL) == 0, "the deliberately broken image loaded: the width check cannot fail"
+    return widths
