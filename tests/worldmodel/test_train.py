@@ -284,6 +284,11 @@ def test_init_weights_starts_from_a_trained_model(tmp_path):
     wider = dict_replace(config, model=dict_replace(config.model, d_model=config.model.d_model * 2))
     with pytest.raises(CheckpointError, match="same architecture"):
         train_world_model(wider, clips, None, tmp_path / "wider")
+    # Token hysteresis is a tokenisation setting: a fine-tune may change it, and records the new value.
+    smoother = dict_replace(config, model=dict_replace(config.model, token_hysteresis=0.2))
+    retokenised = load_world_model(train_world_model(smoother, clips, None, tmp_path / "smoother").checkpoint)
+    assert retokenised.config.token_hysteresis == 0.2
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a.parameters(), retokenised.parameters()))
 
 
 def test_init_weights_may_add_a_spatial_head(tmp_path):

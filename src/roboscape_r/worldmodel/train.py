@@ -213,13 +213,14 @@ def _train(
         init = load_world_model(config.init_weights, kind=model_config.kind)
         # A model without a spatial head may start one that has a new head (a zero correction at first).
         adds_head = init.config.spatial_head_layers == 0 and model_config.spatial_head_layers > 0
-        head_fields = ("spatial_head_layers", "spatial_head_width")
-        comparable = dataclasses.replace(model_config, **{f: getattr(init.config, f) for f in head_fields}) \
-            if adds_head else model_config
+        head_fields = ("spatial_head_layers", "spatial_head_width") if adds_head else ()
+        # Token hysteresis is how real frames are tokenised, not architecture: fine-tuning may change it.
+        free_fields = (*head_fields, "token_hysteresis")
+        comparable = dataclasses.replace(model_config, **{f: getattr(init.config, f) for f in free_fields})
         if init.config.to_dict() != comparable.to_dict():
             raise CheckpointError(f"init_weights {config.init_weights} has model config {init.config.to_dict()}, "
                                   f"this run builds {model_config.to_dict()}; fine-tune with the same architecture "
-                                  "(adding a spatial head is the one change allowed)")
+                                  "(adding a spatial head and changing token_hysteresis are the changes allowed)")
         missing, unexpected = model.load_state_dict(init.state_dict(), strict=not adds_head)
         if unexpected or any(not key.startswith("spatial_head.") for key in missing):
             raise CheckpointError(f"init_weights {config.init_weights} does not fit this model: missing {missing}, "
