@@ -26,3 +26,35 @@ def init_render_worker() -> None:
     torch.set_num_threads(1)
     use_lavapipe()
     os.environ.setdefault("LP_NUM_THREADS", "0")
+
+
+MALLOC_ENV = "ROBOSCAPE_MALLOC"
+"""Set to ``default`` to leave glibc's allocator settings alone (see `keep_freed_memory`)."""
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory in the process instead of handing it back after every step.
+
+    PyTorch on the CPU allocates and frees the same large tensors every step (a world model's
+    logits at batch 32 are 268 MB). glibc serves each block above 32 MB with its own ``mmap`` and
+    returns it with ``munmap``, so every step faults in and zeroes the same pages again: the kernel
+    then takes most of a training step's time. Serving everything from the heap and never trimming
+    it removes that; ``bench/cpu_allocator.py`` measures the two side by side. The cost is that the
+    process keeps its peak memory until it exits.
+
+    Returns whether the settings were applied: not on other C libraries, nor when ``ROBOSCAPE_MALLOC``
+    is ``default``. Call it early, before large allocations.
+    """
+    if os.environ.get(MALLOC_ENV, "") == "default":
+        return False
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
