@@ -2,9 +2,10 @@
 
 Each setting runs in its own fresh process (allocator settings are per process and the first
 allocations decide the heap), one after the other, on the same machine:
-  * one AdamW training step of the default small WM_act (RANDOMLY INITIALISED: the cost does not
-    depend on the weights) on random tokens and actions, batch `--batch-size`, 8-frame clips,
-    `--threads` torch threads; median seconds per step after `--warmup` steps;
+  * one AdamW training step of the default small WM_act with the shipped recipe's dropout
+    (`--dropout`, 0.1; RANDOMLY INITIALISED: the cost does not depend on the weights) on random
+    tokens and actions, batch `--batch-size`, 8-frame clips, `--threads` torch threads; median
+    seconds per step after `--warmup` steps;
   * user and system CPU seconds of the timed steps (where the default settings lose their time);
   * peak memory (maxrss) of each process.
 Prints the ratio default / kept (how many times faster a step is with the memory kept).
@@ -24,7 +25,7 @@ import sys
 import time
 
 
-def time_steps(batch_size: int, steps: int, warmup: int, threads: int) -> dict:
+def time_steps(batch_size: int, steps: int, warmup: int, threads: int, dropout: float) -> dict:
     """Median step seconds, user/system CPU seconds of the timed steps, maxrss MiB (this process)."""
     import torch
 
@@ -33,7 +34,7 @@ def time_steps(batch_size: int, steps: int, warmup: int, threads: int) -> dict:
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    config = WorldModelConfig()
+    config = WorldModelConfig(dropout=dropout)
     model = WorldModel(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, config.codebook_size, (batch_size, 8, config.grid_h, config.grid_w))
@@ -64,7 +65,8 @@ def time_steps(batch_size: int, steps: int, warmup: int, threads: int) -> dict:
 def run_child(setting: str, args: argparse.Namespace) -> dict:
     """Time the steps in a fresh process with allocator `setting` ('default' or 'kept')."""
     command = [sys.executable, __file__, "--child", setting, "--threads", str(args.threads),
-               "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+               "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--dropout", str(args.dropout)]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per setting")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (the heap grows in them)")
+    parser.add_argument("--dropout", type=float, default=0.1, help="the shipped WM_act's dropout")
     parser.add_argument("--child", choices=("default", "kept"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -83,10 +86,10 @@ def main() -> None:
         applied = keep_freed_memory() if args.child == "kept" else False
         if args.child == "kept" and not applied:
             raise SystemExit("keep_freed_memory() did not apply (not glibc, or ROBOSCAPE_MALLOC=default)")
-        print(json.dumps(time_steps(args.batch_size, args.steps, args.warmup, args.threads)))
+        print(json.dumps(time_steps(args.batch_size, args.steps, args.warmup, args.threads, args.dropout)))
         return
 
-    print(f"WM_act training step, batch {args.batch_size}, {args.threads} thread(s), "
+    print(f"WM_act training step, batch {args.batch_size}, dropout {args.dropout}, {args.threads} thread(s), "
           f"median of {args.steps} after {args.warmup} warm-up steps, one fresh process per setting")
     results = {setting: run_child(setting, args) for setting in ("default", "kept")}
     for setting, r in results.items():
