@@ -36,7 +36,7 @@ def test_render_worker_keeps_the_users_settings(monkeypatch, restore_threads):
 
 
 FREE_AND_MEASURE = """
-import json, os, sys
+import json, os
 import torch
 from roboscape_r.cpu import keep_freed_memory
 applied = keep_freed_memory()

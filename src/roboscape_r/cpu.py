@@ -36,9 +36,9 @@ def keep_freed_memory() -> bool:
     """Make glibc keep freed memory in the process instead of handing it back after every step.
 
     PyTorch on the CPU allocates and frees the same large tensors every step (a world model's
-    logits at batch 32 are 268 MB). glibc serves each block above 32 MB with its own ``mmap`` and
-    returns it with ``munmap``, so every step faults in and zeroes the same pages again: the kernel
-    then takes most of a training step's time. Serving everything from the heap and never trimming
+    logits at batch 32 are 268 MB). glibc serves large blocks (always those above 32 MB) with their
+    own ``mmap`` and returns them with ``munmap``, so every step faults in and zeroes the same pages
+    again: the kernel then takes most of a training step's time. Serving everything from the heap and never trimming
     it removes that; ``bench/cpu_allocator.py`` measures the two side by side. The cost is that the
     process keeps its peak memory until it exits.
 
