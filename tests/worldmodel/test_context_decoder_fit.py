@@ -112,3 +112,55 @@ def test_fitting_on_wm_act_predictions_draws_its_windows_and_keeps_the_validatio
     assert real["windows"]["val"] == predicted["windows"]["val"]
     assert real["val_psnr_db"]["copy_last"] == predicted["val_psnr_db"]["copy_last"]  # the same windows
     assert real["curve"][-1]["train_loss"] != predicted["curve"][-1]["train_loss"]  # other targets' tokens
+
+
+def test_the_psnr_loss_ranks_predictions_as_mean_psnr_does_where_the_pixel_loss_does_not():
+    """One still pair and one moving pair: X draws the still pair almost exactly and misses the moving
+    one by more; Y spreads a smaller total error over both. Mean PSNR prefers X, a pixel mean Y."""
+    from roboscape_r.tokenizer.model import to_uint8_frames
+    from roboscape_r.worldmodel import frame_metrics as M
+    from roboscape_r.worldmodel.context_decoder_fit import fit_loss
+
+    targets = torch.zeros(2, 3, 16, 16)
+    x = targets + torch.tensor([0.01, 0.3])[:, None, None, None]
+    y = targets + torch.tensor([0.1, 0.2])[:, None, None, None]
+    mean_psnr = lambda p: M.psnr(to_uint8_frames(p), to_uint8_frames(targets)).mean().item()
+    assert mean_psnr(x) > mean_psnr(y)
+    assert fit_loss(x, targets, "psnr") < fit_loss(y, targets, "psnr")
+    assert fit_loss(x, targets, "l1_mse") > fit_loss(y, targets, "l1_mse")
+
+
+def test_recoloured_windows_are_recoloured_as_a_whole_and_tokenised_again(tmp_path, monkeypatch):
+    import numpy as np
+
+    import roboscape_r.worldmodel.context_decoder_fit as fit
+    from roboscape_r.tokenizer import load_tokenizer
+    from roboscape_r.worldmodel.context_decoder_fit import episode_set
+    from roboscape_r.worldmodel.data import fit_and_val_episodes
+    from roboscape_r.worldmodel.rollout import WorldModelRollout
+    from roboscape_r.worldmodel.train import load_world_model
+    from tests.envs.wm_env_helpers import make_assets
+
+    assets = make_assets(tmp_path / "assets")
+    config = fit_config(assets, tmp_path / "fit", recoloured_fraction=0.5)
+    tokenizer = load_tokenizer(assets["tokenizer_path"])
+    rollout = WorldModelRollout(load_world_model(assets["wm_act_path"], "wm_act"), tokenizer, temperature=0.0)
+    tokenized = fit_and_val_episodes(assets["dataset"], None, tokenizer, assets["tokenizer_path"], tmp_path / "cache",
+                                     val_fraction=config.val_fraction, split_seed=0)["train"]
+    load = fit._load_episodes  # the fake frames are nearly black; brighten them so a recolouring shows
+    monkeypatch.setattr(fit, "_load_episodes", lambda *args: [dict(ep, frames=ep["frames"] * 20 + 60) for ep in load(*args)])
+    windows = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    recolour = [True, False, True, False]
+    torch.manual_seed(0)
+    s = episode_set(assets["dataset"], tokenized, "train", rollout, config, windows, False, recolour)
+    span = config.horizon + 1
+    assert s.window_frames.shape[:2] == (4, span) and s.window_tokens.shape[:2] == (4, span)
+    for w, ((e, start), painted) in enumerate(zip(windows, recolour)):
+        real = s.frames[e][start:start + span]
+        assert torch.equal(s.window_frames[w], real) != painted
+        if painted:  # the whole window took one recolouring: each frame's channel means moved alike
+            ratio = s.window_frames[w].float().mean(dim=(1, 2)) / real.float().mean(dim=(1, 2)).clamp(min=1)
+            assert np.allclose(ratio.numpy(), ratio[0].numpy(), rtol=0.2), ratio
+            torch.testing.assert_close(s.window_tokens[w], tokenizer.encode(s.window_frames[w]).long())
+        else:  # the episode's own tokens, as without recolouring
+            torch.testing.assert_close(s.window_tokens[w], s.tokens[e][start:start + span])

@@ -31,7 +31,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,6 +44,10 @@ from roboscape_r.worldmodel import frame_metrics as M
 
 STATE_KIND = "context_decoder_train_state"
 """`kind` of the resumable training state (train_state.pt)."""
+
+PSNR_LOSS_FLOOR = 1e-4
+"""MSE floor of the "psnr" loss, in model space ([-1, 1] pixels): 46 dB, above what copying the context
+frame scores one step ahead, so a nearly exact pair stops pulling harder than the rest."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,17 @@ class ContextDecoderFitConfig:
     (only with --predicted-fraction > 0)."""
     predicted_fraction: float = 0.75
     """Share of training pairs whose target tokens are WM_act's prediction rather than the real encoding."""
+    recoloured_fraction: float = 0.0
+    """Share of the predicted windows recoloured before they are tokenised and rolled out: one random
+    brightness, contrast and channel gain (and, for a third, channel order) for the whole window
+    (`roboscape_r.tokenizer.augment`). The decoder then also sees WM_act's predictions on scenes that
+    look unlike its training, where its tokens drift even where nothing moves."""
+    loss: Literal["psnr", "l1_mse"] = "psnr"
+    """Training loss: "psnr" is minus the mean per-pair PSNR (10 log10 of each pair's MSE, floored at
+    PSNR_LOSS_FLOOR), the quantity that validation and `eval-wm` average; "l1_mse" is the mean absolute
+    plus the mean squared error over all pixels. A pixel mean weighs a pair by its error, so it spends
+    the decoder on the windows that move most, while a mean of PSNRs punishes any change drawn on a
+    still frame, where copying the context frame is exact."""
     val_windows_per_episode: int = 4
     """Open-loop windows per validation episode."""
     channels: int = 64
@@ -100,8 +115,11 @@ class ContextDecoderFitConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
-        if not 0 <= self.predicted_fraction <= 1:
-            raise ValueError(f"--predicted-fraction must be in [0, 1], got {self.predicted_fraction}")
+        for name in ("predicted_fraction", "recoloured_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if self.loss not in ("psnr", "l1_mse"):
+            raise ValueError(f"--loss must be psnr or l1_mse, got {self.loss!r}")
 
 
 @dataclass
@@ -118,6 +136,11 @@ class EpisodeSet:
     """(episode, start) of the open-loop windows (start + horizon <= L)."""
     predicted: torch.Tensor
     """long (num_windows, horizon, h, w): WM_act's open-loop tokens of frames start+1 .. start+horizon."""
+    window_frames: torch.Tensor | None = None
+    """uint8 (num_windows, horizon+1, H, W, 3): the frames start .. start+horizon that `predicted` was
+    rolled out from (recoloured ones included); None for the validation set, which reads `frames`."""
+    window_tokens: torch.Tensor | None = None
+    """long (num_windows, horizon+1, h, w): their tokens."""
 
 
 def _load_episodes(root: Path, tokenized: list[dict], split: str, config: ContextDecoderFitConfig) -> list[dict]:
@@ -133,26 +156,56 @@ def _load_episodes(root: Path, tokenized: list[dict], split: str, config: Contex
 
 
 def episode_set(root: Path, tokenized: list[dict], split: str, rollout, config: ContextDecoderFitConfig,
-                windows: list[tuple[int, int]], progress: bool) -> EpisodeSet:
-    """Gather one split's episodes and WM_act's open-loop predictions for `windows`."""
+                windows: list[tuple[int, int]], progress: bool, recolour: list[bool] | None = None) -> EpisodeSet:
+    """Gather one split's episodes and WM_act's open-loop predictions for `windows`.
+
+    `recolour` (one flag per window, training set only) marks the windows recoloured as a whole
+    before they are tokenised (`photometric_augment`, torch's global RNG) and rolled out; the set
+    then keeps every window's frames and tokens (`window_frames`, `window_tokens`).
+    """
+    from roboscape_r.tokenizer.augment import photometric_augment
+    from roboscape_r.worldmodel.data import encode_episode
     from roboscape_r.worldmodel.evaluate import open_loop_tokens
 
     raw = _load_episodes(root, tokenized, split, config)
     frames = [torch.from_numpy(ep["frames"]) for ep in raw]
     tokens = [torch.cat([e["tokens"], e["next_tokens"][-1:]]).long() for e in tokenized]
     actions = [e["actions"].float() for e in tokenized]
-    predicted = []
+    tokenizer = rollout.tokenizer
+    hysteresis = rollout.model.config.token_hysteresis
+    span = config.horizon + 1
+    predicted, window_frames, window_tokens = [], [], []
     batch = 64
     with torch.inference_mode():
         for first in tqdm(range(0, len(windows), batch), desc=f"WM_act open loop ({split})", unit="batch",
                           disable=not progress):
             chunk = windows[first:first + batch]
-            context = torch.stack([tokens[e][s] for e, s in chunk])[:, None]  # (B, 1, h, w)
+            if recolour is None:
+                context = torch.stack([tokens[e][s] for e, s in chunk])[:, None]  # (B, 1, h, w)
+            else:
+                clip_frames, clip_tokens = [], []
+                for (e, s), paint in zip(chunk, recolour[first:first + batch]):
+                    clip = frames[e][s:s + span]  # (span, H, W, 3)
+                    if paint:  # one recolouring for the whole window: lay its frames side by side
+                        H, W = clip.shape[1:3]
+                        wide = clip.permute(1, 0, 2, 3).reshape(1, H, span * W, 3)
+                        clip = photometric_augment(wide, 1.0).reshape(H, span, W, 3).permute(1, 0, 2, 3)
+                        clip_tokens.append(encode_episode(tokenizer, clip, hysteresis).long())
+                    else:
+                        clip_tokens.append(tokens[e][s:s + span])
+                    clip_frames.append(clip)
+                window_frames.append(torch.stack(clip_frames))
+                window_tokens.append(torch.stack(clip_tokens))
+                context = window_tokens[-1][:, :1]  # (B, 1, h, w)
             future = torch.stack([actions[e][s:s + config.horizon] for e, s in chunk])  # (B, horizon, A)
             predicted.append(open_loop_tokens(rollout, context, future, config.horizon))
     grid = tokens[0].shape[1:]
     predicted = torch.cat(predicted) if predicted else torch.zeros(0, config.horizon, *grid, dtype=torch.long)
-    return EpisodeSet(frames, tokens, actions, windows, predicted)
+    if recolour is None:
+        return EpisodeSet(frames, tokens, actions, windows, predicted)
+    return EpisodeSet(frames, tokens, actions, windows, predicted,
+                      torch.cat(window_frames) if window_frames else None,
+                      torch.cat(window_tokens) if window_tokens else None)
 
 
 def sample_windows(lengths: list[int], horizon: int, count: int | None, per_episode: int | None,
@@ -172,6 +225,14 @@ def sample_windows(lengths: list[int], horizon: int, count: int | None, per_epis
     return [(int(e), int(rng.integers(lengths[e] - horizon + 1))) for e in picks]
 
 
+def fit_loss(predicted: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """The decoder's training loss (ContextDecoderFitConfig.loss) of model-space frames (B, 3, H, W)."""
+    if kind == "l1_mse":
+        return (predicted - targets).abs().mean() + (predicted - targets).pow(2).mean()
+    mse = (predicted - targets).pow(2).mean(dim=(1, 2, 3))  # (B,)
+    return 10 * torch.log10(mse + PSNR_LOSS_FLOOR).mean()  # minus the mean PSNR, up to a constant
+
+
 def training_batch(tokenizer, train: EpisodeSet, config: ContextDecoderFitConfig, step: int) -> tuple[torch.Tensor, ...]:
     """(codes, context codes, context frames, target frames) in model space; depends on (seed, step) only."""
     rng = np.random.default_rng([config.seed, step])
@@ -179,9 +240,12 @@ def training_batch(tokenizer, train: EpisodeSet, config: ContextDecoderFitConfig
     for _ in range(config.batch_size):
         if rng.random() < config.predicted_fraction:
             w = int(rng.integers(len(train.windows)))
-            e, s = train.windows[w]
             k = int(rng.integers(1, config.horizon + 1))
-            tokens = train.predicted[w, k - 1]
+            context_frames.append(train.window_frames[w, 0])
+            context_tokens.append(train.window_tokens[w, 0])
+            target_frames.append(train.window_frames[w, k])
+            target_tokens.append(train.predicted[w, k - 1])
+            continue
         else:
             e = int(rng.integers(len(train.frames)))
             s = int(rng.integers(len(train.frames[e])))
@@ -250,9 +314,16 @@ def run_fit_context_decoder(config: ContextDecoderFitConfig) -> dict[str, Any]:
                                      ("val", None, config.val_windows_per_episode)):
         lengths = [len(e["actions"]) for e in tokenized[name]]
         windows = sample_windows(lengths, config.horizon, count, per_episode, rng)
-        if name == "train" and config.predicted_fraction == 0:
-            windows = []  # drawn all the same, so the validation windows do not depend on the fraction
-        sets[name] = episode_set(Path(config.data), tokenized[name], name, rollout, config, windows, config.progress)
+        recolour = None
+        if name == "train":
+            if config.predicted_fraction == 0:
+                windows = []  # drawn all the same, so the validation windows do not depend on the fraction
+            recolour = [bool(x) for x in np.random.default_rng([config.seed, 1]).random(len(windows))
+                        < config.recoloured_fraction]
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            sets[name] = episode_set(Path(config.data), tokenized[name], name, rollout, config, windows,
+                                     config.progress, recolour)
     train, val = sets["train"], sets["val"]
     horizons = sorted({1, 4, 8, config.horizon} & set(range(1, config.horizon + 1)))
 
@@ -284,7 +355,7 @@ def run_fit_context_decoder(config: ContextDecoderFitConfig) -> dict[str, Any]:
     for step in bar:
         codes, context_codes, context_images, targets = training_batch(tokenizer, train, config, step)
         predicted = decoder(codes, context_codes, context_images)
-        loss = (predicted - targets).abs().mean() + (predicted - targets).pow(2).mean()
+        loss = fit_loss(predicted, targets, config.loss)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"context decoder loss is {loss.item()} at step {step}; the last good state "
                                      f"is in {state_path} (step {start if not curve else curve[-1]['step']})")
