@@ -54,6 +54,26 @@ def test_after_training_steps_the_tokens_change_the_frame():
     assert not torch.equal(same, other)
 
 
+def test_a_dead_zone_keeps_the_context_pixel_where_the_change_is_smaller_and_draws_the_rest():
+    tokenizer = tiny_tokenizer()
+    decoder = decoder_for(tokenizer)
+    torch.nn.init.normal_(decoder.head[-1].weight, std=0.05)  # small changes, a few levels each
+    context = torch.full((2, 16, 16, 3), 128, dtype=torch.uint8)
+    context_tokens = tokenizer.encode(context)
+    indices = (context_tokens + 1) % tokenizer.codebook_size
+    drawn = decoder.decode(tokenizer, indices, context_tokens, context)
+    change = (drawn.int() - context.int()).abs()
+    zone = float(change[change > 0].float().median())
+    decoder.config = dataclasses.replace(decoder.config, dead_zone=zone)
+    gated = decoder.decode(tokenizer, indices, context_tokens, context)
+    kept = change < zone - 1  # below the zone even before rounding
+    assert kept.any() and (change > zone + 1).any()
+    assert torch.equal(gated[kept], context[kept])
+    assert torch.equal(gated[change > zone + 1], drawn[change > zone + 1])
+    with pytest.raises(ValueError, match="dead_zone"):
+        ContextDecoderConfig(dead_zone=-1.0)
+
+
 def test_bad_input_is_named():
     tokenizer = tiny_tokenizer()
     decoder = decoder_for(tokenizer)

@@ -32,6 +32,11 @@ def test_fitting_beats_copying_the_context_frame_and_writes_a_loadable_decoder(t
     assert report["episodes"]["train"] + report["episodes"]["val"] == 6
     decoder = load_context_decoder(tmp_path / "fit" / "context_decoder.pt")
     assert decoder.tokenizer_config == load_tokenizer(assets["tokenizer_path"]).config
+    zones = report["dead_zone"]["val_mean_psnr_db"]  # the dead zone with the best validation PSNR is kept
+    assert set(zones) == {f"{z:g}" for z in fit_config(assets, tmp_path).dead_zones}
+    assert decoder.config.dead_zone == report["dead_zone"]["chosen"]
+    assert zones[f"{decoder.config.dead_zone:g}"] == max(zones.values())
+    assert zones[f"{decoder.config.dead_zone:g}"] == pytest.approx(float(sum(scores["chosen"].values()) / len(scores["chosen"])))
     assert not (tmp_path / "fit" / "train_state.pt").exists()
 
 
@@ -68,6 +73,9 @@ def test_an_interrupted_fit_resumes_to_the_same_decoder(tmp_path, monkeypatch):
     (dict(horizon=0), "--horizon must be >= 1"),
     (dict(predicted_fraction=1.5), "--predicted-fraction must be in"),
     (dict(val_fraction=0.0), "--val-fraction must be in"),
+    (dict(recoloured_fraction=-0.1), "--recoloured-fraction must be in"),
+    (dict(dead_zones=()), "--dead-zones must be"),
+    (dict(loss="l2"), "--loss must be"),
 ])
 def test_bad_options_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -41,12 +41,21 @@ class ContextDecoderConfig:
     """Residual blocks per resolution."""
     norm_groups: int = 16
     """GroupNorm groups (reduced to the greatest common divisor with the channel count)."""
+    dead_zone: float = 0.0
+    """Changes smaller than this many uint8 levels are not drawn by `decode`: that pixel channel keeps
+    the context frame's value exactly. A still scene is then copied exactly, where copy-the-last-frame
+    scores its PSNR cap, rather than redrawn with changes of a level or two. Training ignores it
+    (a zero-initialised head would pass no gradient through it); the fit chooses it on validation
+    windows."""
 
     def __post_init__(self) -> None:
         for name in ("channels", "num_res_blocks", "norm_groups"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ContextDecoderConfig.{name} must be a positive int, got {value!r}")
+        if not isinstance(self.dead_zone, (int, float)) or not 0 <= self.dead_zone < 256:
+            raise ValueError(f"ContextDecoderConfig.dead_zone must be a number of uint8 levels in [0, 256), "
+                             f"got {self.dead_zone!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "ContextDecoderConfig":
@@ -118,8 +127,12 @@ class ContextDecoder(nn.Module):
         if not len(indices) == len(context_indices) == len(context_frames_uint8):
             raise ValueError(f"batch sizes differ: {len(indices)} token grids, {len(context_indices)} context "
                              f"grids, {len(context_frames_uint8)} context frames")
-        images = self(tokenizer.indices_to_codes(indices), tokenizer.indices_to_codes(context_indices),
-                      to_model_space(context_frames_uint8))
+        context = to_model_space(context_frames_uint8)
+        images = self(tokenizer.indices_to_codes(indices), tokenizer.indices_to_codes(context_indices), context)
+        if self.config.dead_zone > 0:
+            change = images - context
+            levels = change.abs() * (255 / 2)  # model space spans 2 over 255 levels
+            images = torch.where(levels < self.config.dead_zone, context, images)
         return to_uint8_frames(images)
 
     def checkpoint_config(self) -> dict:

@@ -91,6 +91,9 @@ class ContextDecoderFitConfig:
     """Decoder width (ContextDecoderConfig.channels)."""
     num_res_blocks: int = 2
     """Residual blocks per resolution (ContextDecoderConfig.num_res_blocks)."""
+    dead_zones: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+    """Candidate ContextDecoderConfig.dead_zone values (uint8 levels); the chosen decoder keeps the one
+    with the best mean validation PSNR (the smallest among equals)."""
     steps: int = 4000
     """Optimizer steps."""
     batch_size: int = 32
@@ -118,6 +121,8 @@ class ContextDecoderFitConfig:
         for name in ("predicted_fraction", "recoloured_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if not self.dead_zones or any(not 0 <= z < 256 for z in self.dead_zones):
+            raise ValueError(f"--dead-zones must be one or more levels in [0, 256), got {self.dead_zones}")
         if self.loss not in ("psnr", "l1_mse"):
             raise ValueError(f"--loss must be psnr or l1_mse, got {self.loss!r}")
 
@@ -280,6 +285,19 @@ def validation_scores(decoder, tokenizer, val: EpisodeSet, horizons: list[int]) 
     return scores
 
 
+def choose_dead_zone(decoder, tokenizer, val: EpisodeSet, horizons: list[int],
+                     candidates: tuple[float, ...]) -> tuple[float, dict[str, float]]:
+    """Set decoder.config.dead_zone to the candidate with the best mean validation PSNR over `horizons`
+    (the smallest among equals); returns it and every candidate's score {"<levels>": dB}."""
+    scores = {}
+    for zone in sorted(candidates):
+        decoder.config = dataclasses.replace(decoder.config, dead_zone=float(zone))
+        scores[f"{zone:g}"] = float(np.mean(list(validation_scores(decoder, tokenizer, val, horizons)["context_decoder"].values())))
+    best = max(sorted(candidates), key=lambda zone: (scores[f"{zone:g}"], -zone))
+    decoder.config = dataclasses.replace(decoder.config, dead_zone=float(best))
+    return float(best), scores
+
+
 def run_fit_context_decoder(config: ContextDecoderFitConfig) -> dict[str, Any]:
     """Fit the decoder as the module docstring says; returns the dict written to context_decoder.json.
 
@@ -377,6 +395,8 @@ def run_fit_context_decoder(config: ContextDecoderFitConfig) -> dict[str, Any]:
                             optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(), step=step,
                             extra={"before": before, "best": best, "best_state": best_state, "curve": curve})
     decoder.load_state_dict(best_state)
+    without_dead_zone = validation_scores(decoder, tokenizer, val, horizons)
+    dead_zone, dead_zone_scores = choose_dead_zone(decoder, tokenizer, val, horizons, config.dead_zones)
     after = validation_scores(decoder, tokenizer, val, horizons)
     decoder.eval()
     report = {
@@ -385,8 +405,10 @@ def run_fit_context_decoder(config: ContextDecoderFitConfig) -> dict[str, Any]:
         "episodes": {name: len(s.frames) for name, s in sets.items()},
         "windows": {name: len(s.windows) for name, s in sets.items()},
         "val_psnr_db": {"untrained (copies the context frame)": before["context_decoder"], "chosen": after["context_decoder"],
+                        "chosen, no dead zone": without_dead_zone["context_decoder"],
                         "plain_decoder": after["plain"], "copy_last": after["copy_last"]},
         "chosen_step": best["step"], "curve": curve,
+        "dead_zone": {"chosen": dead_zone, "val_mean_psnr_db": dead_zone_scores},
         "parameters": sum(p.numel() for p in decoder.parameters()),
         "wall_s": time.time() - started,
     }
