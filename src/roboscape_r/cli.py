@@ -201,7 +201,8 @@ def _cmd_train_context_decoder(argv: list[str]) -> int:
     scores = report["val_psnr_db"]
     for name in ("chosen", "plain_decoder", "copy_last"):
         print(f"{name:>14}: " + "  ".join(f"{h} {db:.2f} dB" for h, db in scores[name].items()))
-    print(f"(validation open-loop windows, WM_act's predictions; chosen step {report['chosen_step']})")
+    print(f"(validation open-loop windows, WM_act's predictions; chosen step {report['chosen_step']}, "
+          f"dead zone {report['dead_zone']['chosen']:g} levels)")
     print(f"wrote {config.out / 'context_decoder.pt'} and {config.out / 'context_decoder.json'}")
     return 0
 

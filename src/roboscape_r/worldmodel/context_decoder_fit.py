@@ -15,6 +15,17 @@ windows (mostly episodes WM_act trained on), PSNR at h1 / h4 / h8 / h16: real to
 fell behind copy-last (in-domain h8 24.4 vs 25.1 dB). Fitted on `data/decoder_fit` with three
 quarters predicted tokens it scored 24.5 there, and 22.9 vs 23.2 at h16 (checkpoints/small/README.md).
 
+Three choices aim the fit at what `eval-wm` scores, the mean over windows of each frame's PSNR:
+* `--loss psnr` trains on minus that mean. A pixel-mean loss weighs each pair by its error, so it
+  spends the decoder on the windows that move most.
+* `--recoloured-fraction`: WM_act's tokens drift from the context frame's tokens where nothing moves
+  when a scene looks unlike its training (unseen lighting, textures, camera), and a decoder fitted
+  on training-like scenes draws that drift. Recolouring a share of the fitting windows shows it
+  such drift without naming any test condition.
+* A dead zone (`ContextDecoderConfig.dead_zone`), chosen on the validation windows: changes below
+  it are not drawn. A few percent of windows do not change at all (a still robot), where
+  copy-the-last-frame scores the PSNR cap (100 dB) and a change of a level or two costs 40 dB.
+
 Every `eval_every` steps the decoder is scored on the validation episodes' open-loop windows (PSNR
 of WM_act's predictions decoded on the context frame, beside plain decoding and copy-the-context
 frame) and the best one by mean PSNR over the horizons is kept. The untrained decoder, which is
