@@ -427,3 +427,23 @@ def test_held_out_episodes_are_tokenised_as_sequences_with_the_models_hysteresis
         assert torch.equal(a.tokens, tokenizer.encode(a.frames))
         assert torch.equal(b.tokens, tokenizer.encode_sequence(b.frames, hysteresis=0.4))
     assert any(not torch.equal(a.tokens, b.tokens) for a, b in zip(plain, steady))  # the hysteresis took effect
+
+
+def test_full_frames_are_also_summarised_over_the_windows_in_which_something_moved():
+    import numpy as np
+
+    from roboscape_r.worldmodel.evaluate_report import FRAME_METRICS, REFERENCES, summarize_open_loop
+
+    nan = float("nan")
+    full = {"psnr": torch.tensor([[100.0], [20.0], [30.0]]), "ssim": torch.ones(3, 1), "perceptual": torch.zeros(3, 1)}
+    moving = {"psnr": torch.tensor([[nan], [12.0], [14.0]]), "ssim": torch.ones(3, 1), "perceptual": torch.zeros(3, 1)}
+    scores = {ref: {m: full[m].clone() for m in FRAME_METRICS} for ref in REFERENCES}
+    scores.update({f"moving/{ref}": {m: moving[m].clone() for m in FRAME_METRICS} for ref in REFERENCES})
+    scores["moving/pixel_fraction"] = {"value": torch.tensor([[0.0], [0.1], [0.2]])}
+    open_loop = {"scores": scores, "steps": [8], "control_true": torch.zeros(3), "control_shuffled": torch.zeros(3)}
+    summary = summarize_open_loop(open_loop, np.array([0, 1, 2]), (8,), 8, "other", 10, 0)["open_loop"]["8"]
+    assert summary["model"]["psnr"] == pytest.approx(50.0)  # the still window's cap counts in the plain mean ...
+    assert summary["moved_windows"]["model"]["psnr"] == pytest.approx(25.0)  # ... not over the moved windows
+    assert summary["moved_windows"]["windows"] == 2
+    only_still = summarize_open_loop(open_loop, np.array([0]), (8,), 8, "other", 10, 0)["open_loop"]["8"]
+    assert only_still["moved_windows"]["windows"] == 0 and only_still["moved_windows"]["model"]["psnr"] is None

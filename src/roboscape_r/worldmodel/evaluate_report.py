@@ -52,6 +52,12 @@ def summarize_open_loop(open_loop: dict[str, Any], members: np.ndarray, horizons
                            for ref in references}
         entry["moving"]["windows_with_motion"] = int((~moved.isnan()).sum())
         entry["moving"]["pixel_fraction"] = _mean_or_none(scores["moving/pixel_fraction"]["value"][members, column])
+        # Full frames, over the windows in which something moved: a still window gives copy-last the
+        # PSNR cap, so a few of them can decide the plain mean.
+        changed = members[~moved.isnan().numpy()]
+        entry["moved_windows"] = {ref: {m: _mean_or_none(scores[ref][m][changed, column]) for m in FRAME_METRICS}
+                                  for ref in references}
+        entry["moved_windows"]["windows"] = int(len(changed))
         per_horizon[str(h)] = entry
     true_psnr = open_loop["control_true"][members].numpy()
     shuffled_psnr = open_loop["control_shuffled"][members].numpy()
