@@ -9,8 +9,8 @@
 #   data/calib, data/train_seed3   fresh in-domain collections, seeds 2 and 3 (64 and 960 episodes:
 #       about 10 min and 52 min measured with --workers 1), for WM_act's done head, refitted on episodes the backbone
 #   runs/refit_done     never saw (`roboscape refit-done`, about 1 h on 1 CPU thread; README)
-#   data/decoder_fit, runs/context_decoder   96 fresh in-domain episodes (seed 4, about 8 min), and the
-#       decoder that draws WM_act's predicted tokens on the real context frame (about 20 min on 1 CPU thread)
+#   runs/context_decoder   the decoder that draws WM_act's predicted tokens on the real context frame,
+#       fitted on data/train_seed3 (about 36 min on 1 CPU thread beside another job, for 612 episodes)
 # Shipped copies: weights only, via roboscape_r.checkpoint.export_weights, in checkpoints/small/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +33,8 @@ $RS collect --out data/train_seed3 --scenes in-domain --episodes 960 --seed 3
 $RS refit-done --wm-act runs/wm_act --tokenizer checkpoints/small/tokenizer.pt \
     --data data/train_seed3 --val-data data/calib --out runs/refit_done
 cp runs/refit_done/wm_act.pt checkpoints/small/wm_act.pt  # weights only already; its done head refitted
-$RS collect --out data/decoder_fit --scenes in-domain --episodes 96 --seed 4  # episodes WM_act never saw
+# data/train_seed3's frames were never WM_act's training targets (only its done head saw their features).
 $RS train-context-decoder --tokenizer checkpoints/small/tokenizer.pt --wm-act checkpoints/small/wm_act.pt \
-    --data data/decoder_fit --out runs/context_decoder --num-threads 1
+    --data data/train_seed3 --out runs/context_decoder --num-threads 1
 cp runs/context_decoder/context_decoder.pt checkpoints/small/context_decoder.pt  # weights only already
 echo "checkpoints written to checkpoints/small/"
