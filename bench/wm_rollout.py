@@ -26,9 +26,10 @@ import time
 
 import numpy as np
 
-from roboscape_r.cpu import use_lavapipe  # noqa: E402
+from roboscape_r.cpu import MALLOC_ENV, keep_freed_memory, use_lavapipe  # noqa: E402
 
 use_lavapipe()
+KEPT_FREED_MEMORY = keep_freed_memory()  # as every `roboscape` command does (ROBOSCAPE_MALLOC=default: off)
 
 BATCHES = (1, 16, 64)
 WINDOW_CYCLE = 5
@@ -140,7 +141,8 @@ def main() -> None:
     model = WorldModel(WorldModelConfig()).eval().to(device)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"{time.strftime('%Y-%m-%d %H:%M')}  CPU: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s), load average at start {os.getloadavg()[0]:.1f}")
+          f"{torch.get_num_threads()} thread(s), load average at start {os.getloadavg()[0]:.1f}, freed memory "
+          f"{'kept (as the CLI does)' if KEPT_FREED_MEMORY else f'handed back ({MALLOC_ENV}=default or not glibc)'}")
     if device.type == "cuda":
         print(f"device: {torch.cuda.get_device_name(device)} (fp32, TF32 matmuls "
               f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})")
