@@ -256,23 +256,21 @@ def training_batch(tokenizer, train: EpisodeSet, config: ContextDecoderFitConfig
     rng = np.random.default_rng([config.seed, step])
     context_frames, context_tokens, target_frames, target_tokens = [], [], [], []
     for _ in range(config.batch_size):
-        if rng.random() < config.predicted_fraction:
+        if rng.random() < config.predicted_fraction:  # a window's frames (maybe recoloured) and WM_act's tokens
             w = int(rng.integers(len(train.windows)))
             k = int(rng.integers(1, config.horizon + 1))
-            context_frames.append(train.window_frames[w, 0])
-            context_tokens.append(train.window_tokens[w, 0])
-            target_frames.append(train.window_frames[w, k])
-            target_tokens.append(train.predicted[w, k - 1])
-            continue
-        else:
+            frames, tokens, predicted = train.window_frames[w], train.window_tokens[w], train.predicted[w, k - 1]
+            s = 0
+        else:  # a real pair and the real target's tokens
             e = int(rng.integers(len(train.frames)))
-            s = int(rng.integers(len(train.frames[e])))
-            k = min(int(rng.integers(0, config.horizon + 1)), len(train.frames[e]) - 1 - s)
-            tokens = train.tokens[e][s + k]
-        context_frames.append(train.frames[e][s])
-        context_tokens.append(train.tokens[e][s])
-        target_frames.append(train.frames[e][s + k])
-        target_tokens.append(tokens)
+            frames, tokens = train.frames[e], train.tokens[e]
+            s = int(rng.integers(len(frames)))
+            k = min(int(rng.integers(0, config.horizon + 1)), len(frames) - 1 - s)
+            predicted = tokens[s + k]
+        context_frames.append(frames[s])
+        context_tokens.append(tokens[s])
+        target_frames.append(frames[s + k])
+        target_tokens.append(predicted)
     with torch.no_grad():
         codes = tokenizer.indices_to_codes(torch.stack(target_tokens))
         context_codes = tokenizer.indices_to_codes(torch.stack(context_tokens))
