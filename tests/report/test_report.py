@@ -291,6 +291,10 @@ def test_reward_check_and_world_model_tables(report):
     references = ("model", "model_anchored", "copy_last", "tokenizer_recon")
     references += ("model_context",) if "model_context" in h8 else ()  # eval-wm ran with a context decoder
     assert row_of(psnr, split="in-domain")["PSNR @ 8 steps"] == " / ".join(f"{h8[ref]['psnr']:.1f}" for ref in references)
+    moved = md_table(markdown, "Full-frame PSNR (dB) over only the windows in which some pixel moved")
+    assert row_of(moved, split="in-domain")["moved windows PSNR @ 8"] == (
+        " / ".join(f"{h8['moved_windows'][ref]['psnr']:.1f}" for ref in references)
+        + f" ({h8['moved_windows']['windows']} windows)")
 
 
 def test_compute_table_totals(report):
