@@ -36,7 +36,8 @@ def test_fitting_beats_copying_the_context_frame_and_writes_a_loadable_decoder(t
     assert set(zones) == {f"{z:g}" for z in fit_config(assets, tmp_path).dead_zones}
     assert decoder.config.dead_zone == report["dead_zone"]["chosen"]
     assert zones[f"{decoder.config.dead_zone:g}"] == max(zones.values())
-    assert zones[f"{decoder.config.dead_zone:g}"] == pytest.approx(float(sum(scores["chosen"].values()) / len(scores["chosen"])))
+    chosen_mean = sum(scores["chosen"].values()) / len(scores["chosen"])
+    assert zones[f"{decoder.config.dead_zone:g}"] == pytest.approx(chosen_mean)
     assert not (tmp_path / "fit" / "train_state.pt").exists()
 
 
@@ -156,7 +157,8 @@ def test_recoloured_windows_are_recoloured_as_a_whole_and_tokenised_again(tmp_pa
     tokenized = fit_and_val_episodes(assets["dataset"], None, tokenizer, assets["tokenizer_path"], tmp_path / "cache",
                                      val_fraction=config.val_fraction, split_seed=0)["train"]
     load = fit._load_episodes  # the fake frames are nearly black; brighten them so a recolouring shows
-    monkeypatch.setattr(fit, "_load_episodes", lambda *args: [dict(ep, frames=ep["frames"] * 20 + 60) for ep in load(*args)])
+    monkeypatch.setattr(fit, "_load_episodes",
+                        lambda *args: [dict(ep, frames=ep["frames"] * 20 + 60) for ep in load(*args)])
     windows = [(0, 0), (0, 1), (1, 0), (1, 1)]
     recolour = [True, False, True, False]
     torch.manual_seed(0)

@@ -303,7 +303,8 @@ def choose_dead_zone(decoder, tokenizer, val: EpisodeSet, horizons: list[int],
     scores = {}
     for zone in sorted(candidates):
         decoder.config = dataclasses.replace(decoder.config, dead_zone=float(zone))
-        scores[f"{zone:g}"] = float(np.mean(list(validation_scores(decoder, tokenizer, val, horizons)["context_decoder"].values())))
+        per_horizon = validation_scores(decoder, tokenizer, val, horizons)["context_decoder"]
+        scores[f"{zone:g}"] = float(np.mean(list(per_horizon.values())))
     best = max(sorted(candidates), key=lambda zone: (scores[f"{zone:g}"], -zone))
     decoder.config = dataclasses.replace(decoder.config, dead_zone=float(best))
     return float(best), scores
