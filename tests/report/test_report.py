@@ -295,6 +295,9 @@ def test_reward_check_and_world_model_tables(report):
     assert row_of(moved, split="in-domain")["moved windows PSNR @ 8"] == (
         " / ".join(f"{h8['moved_windows'][ref]['psnr']:.1f}" for ref in references)
         + f" ({h8['moved_windows']['windows']} windows)")
+    tokens = md_table(markdown, "WM_act's token grids against the real ones")
+    assert row_of(tokens, split="in-domain")["tokens @ 8"] == (
+        f"{h8['tokens']['still_kept']:.2f} / {h8['tokens']['changed_changed']:.2f}")
 
 
 def test_compute_table_totals(report):

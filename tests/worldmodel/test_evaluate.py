@@ -447,3 +447,36 @@ def test_full_frames_are_also_summarised_over_the_windows_in_which_something_mov
     assert summary["moved_windows"]["windows"] == 2
     only_still = summarize_open_loop(open_loop, np.array([0]), (8,), 8, "other", 10, 0)["open_loop"]["8"]
     assert only_still["moved_windows"]["windows"] == 0 and only_still["moved_windows"]["model"]["psnr"] is None
+
+
+def test_token_change_rates_count_kept_still_cells_and_changed_moving_cells():
+    from roboscape_r.worldmodel.evaluate import token_change_rates
+
+    context = torch.zeros(2, 2, 2, dtype=torch.long)  # (B, h, w)
+    targets = torch.tensor([[[[0, 0], [0, 5]]], [[[0, 0], [0, 0]]]])  # (B, S=1, h, w): window 0 changes one cell
+    predicted = torch.tensor([[[[0, 7], [0, 6]]], [[[3, 3], [3, 3]]]])
+    rates = token_change_rates(predicted, targets, context)
+    assert rates["still_kept"].shape == (2, 1)
+    assert rates["still_kept"][:, 0].tolist() == pytest.approx([2 / 3, 0.0])  # window 1 redrew every still cell
+    assert rates["changed_changed"][0, 0].item() == 1.0  # the changed cell was changed (to another token: still a change)
+    assert math.isnan(rates["changed_changed"][1, 0].item())  # nothing changed in window 1
+    copy = token_change_rates(context[:, None].clone(), targets, context)
+    assert copy["still_kept"][:, 0].tolist() == [1.0, 1.0] and copy["changed_changed"][0, 0].item() == 0.0
+
+
+def test_token_rates_are_summarised_per_horizon_when_present():
+    import numpy as np
+
+    from roboscape_r.worldmodel.evaluate_report import FRAME_METRICS, REFERENCES, summarize_open_loop
+
+    nan = float("nan")
+    one = {m: torch.zeros(2, 1) for m in FRAME_METRICS}
+    scores = {ref: dict(one) for ref in REFERENCES} | {f"moving/{ref}": dict(one) for ref in REFERENCES}
+    scores["moving/pixel_fraction"] = {"value": torch.zeros(2, 1)}
+    open_loop = {"scores": scores, "steps": [8], "control_true": torch.zeros(2), "control_shuffled": torch.zeros(2),
+                 "tokens": {"still_kept": torch.tensor([[0.5], [1.0]]), "changed_changed": torch.tensor([[nan], [0.25]])}}
+    summary = summarize_open_loop(open_loop, np.array([0, 1]), (8,), 8, "other", 10, 0)["open_loop"]["8"]
+    assert summary["tokens"]["still_kept"] == pytest.approx(0.75)
+    assert summary["tokens"]["changed_changed"] == pytest.approx(0.25)  # windows without a changed cell do not count
+    del open_loop["tokens"]
+    assert "tokens" not in summarize_open_loop(open_loop, np.array([0, 1]), (8,), 8, "other", 10, 0)["open_loop"]["8"]

@@ -169,19 +169,29 @@ def wm_quality_blocks(metrics: dict | None) -> list[Block]:
         moved = (entry or {}).get("moved_windows")
         return "-" if not moved else f"{psnr_triple(moved)} ({moved.get('windows', '?')} windows)"
 
-    full, moving, moved_windows = [], [], []
+    def tokens_cell(entry: dict | None) -> str:
+        rates = (entry or {}).get("tokens") or {}
+        return f"{number(rates.get('still_kept'), 2)} / {number(rates.get('changed_changed'), 2)}"
+
+    full, moving, moved_windows, tokens = [], [], [], []
     for split in split_keys(splits):
         entry = splits[split]
         open_loop = entry.get("open_loop", {})
         full.append([split, str(entry.get("windows", "-"))] + [psnr_triple(open_loop.get(h)) for h in horizons])
         moving.append([split] + [moving_cell(open_loop.get(h)) for h in horizons])
         moved_windows.append([split] + [moved_windows_cell(open_loop.get(h)) for h in horizons])
+        tokens.append([split] + [tokens_cell(open_loop.get(h)) for h in horizons])
     blocks.append(table(["split", "windows"] + [f"PSNR @ {h} steps" for h in horizons], full,
                         "Full-frame PSNR (dB): model / model anchored / copy-last / tokenizer recon"))
     if "moved_windows" in first:  # eval-wm runs before it existed lack it
         blocks.append(table(["split"] + [f"moved windows PSNR @ {h}" for h in horizons], moved_windows,
                             "Full-frame PSNR (dB) over only the windows in which some pixel moved (a still window gives "
                             "copy-last the PSNR cap), same columns, and how many windows that is"))
+    if "tokens" in first:  # eval-wm runs before it existed lack it
+        blocks.append(table(["split"] + [f"tokens @ {h}" for h in horizons], tokens,
+                            "WM_act's token grids against the real ones: the share of cells that stay the same in the real "
+                            "frames where the prediction keeps the context token too / the share of cells that change "
+                            "where the prediction changes them (copy-last: 1 / 0)"))
     blocks.append(table(["split"] + [f"moving-pixel PSNR @ {h}" for h in horizons], moving,
                         "PSNR on the pixels that move (model / model anchored / copy-last / tokenizer recon) and the share of "
                         "moving pixels"))

@@ -415,6 +415,34 @@ def shuffled_action_sources(window_splits: list[str], rng: np.random.Generator) 
     return sources, kinds
 
 
+def token_change_rates(predicted: torch.Tensor, targets: torch.Tensor, last_context: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How far the predicted token grids keep what stays and change what changes, per frame.
+
+    A grid cell is still when the real target frame has the last context frame's token there,
+    and changed otherwise. "still_kept" is the fraction of still cells where the prediction also
+    keeps the context token; "changed_changed" the fraction of changed cells where it does not.
+    Copy-last scores 1 and 0. A model that redraws an unfamiliar scene as a familiar one scores
+    low on the first, whatever its decoder then draws.
+
+    Args:
+        predicted: long (B, S, h, w) predicted grids.
+        targets: long (B, S, h, w) real grids of the same frames.
+        last_context: long (B, h, w) real grid of the last context frame.
+
+    Returns:
+        {"still_kept", "changed_changed"}: float (B, S), NaN where a frame has no cell of that kind.
+    """
+    context = last_context[:, None].to(predicted.device)
+    still = targets.to(predicted.device) == context  # (B, S, h, w)
+    kept = predicted == context
+
+    def rate(cells: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
+        count = cells.flatten(2).sum(dim=2).float()
+        return ((cells & hits).flatten(2).sum(dim=2).float() / count).where(count > 0, torch.nan).cpu()
+
+    return {"still_kept": rate(still, kept), "changed_changed": rate(~still, ~kept)}
+
+
 def window_batch(episodes: list[HeldOutEpisode], chunk: list[tuple[int, int]], context: int,
                  horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The real frames, tokens and actions of windows (episode, start), stacked.
@@ -439,7 +467,8 @@ def evaluate_open_loop(episodes: list[HeldOutEpisode], windows: list[tuple[int, 
     (group "model_context").
 
     Returns a dict: "steps" (the scored horizons, sorted, control_horizon included); "scores"
-    {group: {metric: float (N, num_steps)}} as in `score_frames`; "control_true" and
+    {group: {metric: float (N, num_steps)}} as in `score_frames`; "tokens" {rate: float
+    (N, num_steps)} as in `token_change_rates`; "control_true" and
     "control_shuffled" float (N,) model PSNR at control_horizon; "shuffle_kinds"; "examples"
     {window: long (max_horizon, h, w) predicted tokens} for `example_windows`.
     """
@@ -455,6 +484,7 @@ def evaluate_open_loop(episodes: list[HeldOutEpisode], windows: list[tuple[int, 
         return episodes[e].actions[s + C - 1 : s + C - 1 + horizon]  # (horizon, A)
 
     scores: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+    token_rates: dict[str, list[torch.Tensor]] = defaultdict(list)
     control_true, control_shuffled, examples = [], [], {}
     device = rollout.device
     batches = range(0, len(windows), config.batch_size)
@@ -471,6 +501,9 @@ def evaluate_open_loop(episodes: list[HeldOutEpisode], windows: list[tuple[int, 
             shuffled[i, C - 1 :] = replacement.flip(0) if own else replacement
         predicted = open_loop_tokens(rollout, tokens[:, :C], actions, horizon)  # (B, Hmax, h, w)
         predicted_shuffled = open_loop_tokens(rollout, tokens[:, :C], shuffled, config.control_horizon)
+        for name, values in token_change_rates(predicted[:, step_index], tokens[:, target_index],
+                                               tokens[:, C - 1]).items():
+            token_rates[name].append(values)
         with torch.inference_mode():
             model_frames = tokenizer.decode(predicted[:, step_index].flatten(0, 1).to(device))  # (B*S, H, W, 3)
             recon_frames = tokenizer.decode(tokens[:, target_index].flatten(0, 1).to(device))
@@ -500,6 +533,7 @@ def evaluate_open_loop(episodes: list[HeldOutEpisode], windows: list[tuple[int, 
     return {
         "steps": steps,
         "scores": {g: {m: torch.cat(v) for m, v in metrics.items()} for g, metrics in scores.items()},
+        "tokens": {name: torch.cat(values) for name, values in token_rates.items()},
         "control_true": torch.cat(control_true),
         "control_shuffled": torch.cat(control_shuffled),
         "shuffle_kinds": shuffle_kinds,

@@ -58,6 +58,9 @@ def summarize_open_loop(open_loop: dict[str, Any], members: np.ndarray, horizons
         entry["moved_windows"] = {ref: {m: _mean_or_none(scores[ref][m][changed, column]) for m in FRAME_METRICS}
                                   for ref in references}
         entry["moved_windows"]["windows"] = int(len(changed))
+        if "tokens" in open_loop:  # see evaluate.token_change_rates
+            entry["tokens"] = {name: _mean_or_none(values[members, column])
+                               for name, values in open_loop["tokens"].items()}
         per_horizon[str(h)] = entry
     true_psnr = open_loop["control_true"][members].numpy()
     shuffled_psnr = open_loop["control_shuffled"][members].numpy()
