@@ -1,4 +1,4 @@
-"""scripts/recolour_dataset.py: a recoloured copy of a dataset for world-model training."""
+"""scripts/augment_dataset.py: an augmented copy of a dataset for world-model training."""
 
 import subprocess
 import sys
@@ -13,13 +13,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "scripts/recolour_dataset.py", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "scripts/augment_dataset.py", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 
 def test_each_episode_is_recoloured_as_a_whole_and_keeps_everything_else(tmp_path):
     source = write_dataset(tmp_path / "data", [6, 7])
-    done = run(source, tmp_path / "out", "--seed", 1)
+    done = run(source, tmp_path / "out", "--recolour", "--seed", 1)
     assert done.returncode == 0, done.stderr
     assert check_dataset(tmp_path / "out") == []
     before, after = read_manifest(source), read_manifest(tmp_path / "out")
@@ -42,5 +42,23 @@ def test_each_episode_is_recoloured_as_a_whole_and_keeps_everything_else(tmp_pat
 def test_an_existing_output_folder_is_refused(tmp_path):
     source = write_dataset(tmp_path / "data", [6])
     (tmp_path / "out").mkdir()
-    done = run(source, tmp_path / "out")
+    done = run(source, tmp_path / "out", "--recolour")
     assert done.returncode != 0 and "exists; pass a new folder" in done.stderr
+    done = run(source, tmp_path / "new")
+    assert done.returncode != 0 and "nothing to do" in done.stderr
+
+
+def test_a_shift_moves_the_picture_and_repeats_the_edges():
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("augment_dataset", REPO / "scripts" / "augment_dataset.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    frames = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
+    moved = module.shift_episode(frames, 2, -1)
+    assert moved.shape == frames.shape and moved.dtype == torch.uint8
+    assert torch.equal(moved[:, 2:, :7], frames[:, :6, 1:])  # content moved down 2, left 1
+    assert torch.equal(moved[:, 0], moved[:, 2]) and torch.equal(moved[:, :, 7], moved[:, :, 6])  # edges repeated
+    assert torch.equal(module.shift_episode(frames, 0, 0), frames)
