@@ -2,8 +2,8 @@
 
 A world model trained on a few scenes learns what they look like at each place of the token grid
 and, shown an unfamiliar scene, draws a familiar one instead of keeping what does not move
-(`eval-wm`'s token keep rates: 82-94% of still cells kept in-domain, 18-37% under an unseen
-camera, lighting or table). An augmented copy shows it the same motions looking otherwise:
+(`eval-wm`'s token keep rates: 82-94% of still cells kept in-domain and under new object
+colours, sizes and distractors, 18-37% under an unseen camera, lighting or table). An augmented copy shows it the same motions looking otherwise:
 
 * ``--recolour``: the tokenizer's photometric augmentation (brightness, contrast, per-channel
   gain, channel permutations);
