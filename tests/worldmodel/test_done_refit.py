@@ -146,3 +146,11 @@ def test_a_rerun_reuses_the_saved_features_and_gives_the_same_head(refit_setup, 
     other = dataclasses.replace(config, split_seed=config.split_seed + 1)  # other episodes: not the cached features
     run_refit_done(other)
     assert len(passes) == 4
+
+
+def test_without_progress_tokenising_prints_no_bar(refit_setup, tmp_path, capsys):
+    root, paths, tokenizer = refit_setup
+    for progress, printed in ((False, False), (True, True)):
+        tokenized_episodes(paths["data"], tokenizer, paths["tokenizer"], tmp_path / f"cache_{progress}", split="val",
+                           val_fraction=0.4, progress=progress)
+        assert ("tokenise val" in capsys.readouterr().err) == printed

@@ -336,7 +336,7 @@ def run_fit_context_decoder(config: ContextDecoderFitConfig) -> dict[str, Any]:
     cache = config.cache_dir or out / "token_cache"
     tokenized = fit_and_val_episodes(Path(config.data), None, tokenizer, Path(config.tokenizer), cache,
                                      val_fraction=config.val_fraction, split_seed=config.split_seed,
-                                     hysteresis=wm_act.config.token_hysteresis)
+                                     hysteresis=wm_act.config.token_hysteresis, progress=config.progress)
     rng = np.random.default_rng(config.seed)
     rollout = WorldModelRollout(wm_act, tokenizer, temperature=0.0, seed=config.seed)
     sets = {}

@@ -29,7 +29,7 @@ def encode_episode(tokenizer, frames: torch.Tensor, hysteresis: float = 0.0, bat
 
 def tokenized_episodes(root: Path, tokenizer, tokenizer_path: Path, cache_dir: Path, *, split: str = "train",
                        val_fraction: float = 0.1, seed: int = 0, batch_frames: int = 256,
-                       hysteresis: float = 0.0) -> list[dict]:
+                       hysteresis: float = 0.0, progress: bool = True) -> list[dict]:
     """Episodes of ``root`` as world-model clips, tokenised with ``tokenizer`` and cached.
 
     Each item: ``tokens`` long (L, h, w) for frames 0..L-1, ``actions`` float32 (L, A),
@@ -37,6 +37,7 @@ def tokenized_episodes(root: Path, tokenizer, tokenizer_path: Path, cache_dir: P
     and ``next_tokens`` (L, h, w) for frames 1..L. Each episode is tokenised as one sequence
     (`Tokenizer.encode_sequence` with ``hysteresis``; 0 is plain `encode`). The cache file is keyed
     by the tokenizer checkpoint's digest, the dataset manifest's digest, the split and the hysteresis.
+    ``progress`` shows a bar while tokenising.
     """
     root, cache_dir = Path(root), Path(cache_dir)
     manifest = read_manifest(root)
@@ -50,7 +51,8 @@ def tokenized_episodes(root: Path, tokenizer, tokenizer_path: Path, cache_dir: P
     from tqdm import tqdm
 
     with torch.no_grad():
-        for meta in tqdm(split_episodes(metas, split, val_fraction, seed), desc=f"tokenise {split}", unit="episode"):
+        for meta in tqdm(split_episodes(metas, split, val_fraction, seed), desc=f"tokenise {split}", unit="episode",
+                         disable=not progress):
             ep = read_episode(root / meta["shard"], meta["episode_index"])
             frames = torch.from_numpy(ep["frames"])
             tokens = encode_episode(tokenizer, frames, hysteresis, batch_frames).to(torch.int16)
@@ -67,13 +69,13 @@ def tokenized_episodes(root: Path, tokenizer, tokenizer_path: Path, cache_dir: P
 
 def fit_and_val_episodes(data: Path, val_data: Path | None, tokenizer, tokenizer_path: Path, cache_dir: Path, *,
                          val_fraction: float, split_seed: int, keep: Callable[[dict], bool] | None = None,
-                         kept: str = "", hysteresis: float = 0.0) -> dict[str, list[dict]]:
+                         kept: str = "", hysteresis: float = 0.0, progress: bool = True) -> dict[str, list[dict]]:
     """Tokenised episodes to fit on ("train") and to choose on ("val"), for the frozen-backbone fits.
 
     With `val_data`, all of `data` and all of `val_data`; without it, an episode split of `data`
     (`val_fraction`, `split_seed`). Both datasets are checked before any tokenising, so a wrong path
     fails at once. `keep` filters episodes (`kept` names the filter in errors, e.g. "successful ").
-    `hysteresis`: as in `tokenized_episodes` (the fitted model's `token_hysteresis`).
+    `hysteresis`: as in `tokenized_episodes` (the fitted model's `token_hysteresis`); `progress` too.
 
     Raises:
         roboscape_r.data.format.DatasetError: no dataset at `data` or `val_data`.
@@ -84,11 +86,12 @@ def fit_and_val_episodes(data: Path, val_data: Path | None, tokenizer, tokenizer
             read_manifest(Path(root))
     if val_data is None:
         splits = {name: tokenized_episodes(Path(data), tokenizer, Path(tokenizer_path), cache_dir, split=name,
-                                           val_fraction=val_fraction, seed=split_seed, hysteresis=hysteresis)
+                                           val_fraction=val_fraction, seed=split_seed, hysteresis=hysteresis,
+                                           progress=progress)
                   for name in ("train", "val")}
     else:
         splits = {name: tokenized_episodes(Path(root), tokenizer, Path(tokenizer_path), cache_dir, split="all",
-                                           hysteresis=hysteresis)
+                                           hysteresis=hysteresis, progress=progress)
                   for name, root in (("train", data), ("val", val_data))}
     if keep is not None:
         splits = {name: [e for e in episodes if keep(e)] for name, episodes in splits.items()}

@@ -230,7 +230,7 @@ def run_refit_done(config: RefitDoneConfig) -> dict[str, Any]:
     cache = config.cache_dir or Path(config.out) / "token_cache"
     splits = fit_and_val_episodes(Path(config.data), config.val_data, tokenizer, Path(config.tokenizer), cache,
                                   val_fraction=config.val_fraction, split_seed=config.split_seed,
-                                  hysteresis=model.config.token_hysteresis)
+                                  hysteresis=model.config.token_hysteresis, progress=config.progress)
     for episodes in splits.values():
         if episodes[0]["actions"].shape[1] != model.config.action_dim:
             raise ValueError(f"--data has {episodes[0]['actions'].shape[1]}-D actions but --wm-act takes "

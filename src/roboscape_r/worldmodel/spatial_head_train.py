@@ -166,7 +166,7 @@ def run_train_spatial_head(config: SpatialHeadTrainConfig) -> dict[str, Any]:
     cache = config.cache_dir or Path(config.out) / "token_cache"
     splits = fit_and_val_episodes(Path(config.data), config.val_data, tokenizer, Path(config.tokenizer), cache,
                                   val_fraction=config.val_fraction, split_seed=config.split_seed,
-                                  hysteresis=model.config.token_hysteresis,
+                                  hysteresis=model.config.token_hysteresis, progress=config.progress,
                                   keep=(lambda e: bool(e["success"].any())) if successful_only else None,
                                   kept="successful " if successful_only else "")
     text_encoder = None
