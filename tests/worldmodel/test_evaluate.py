@@ -449,6 +449,34 @@ def test_full_frames_are_also_summarised_over_the_windows_in_which_something_mov
     assert only_still["moved_windows"]["windows"] == 0 and only_still["moved_windows"]["model"]["psnr"] is None
 
 
+def test_the_difference_from_copy_last_is_paired_by_window_with_an_interval():
+    import numpy as np
+
+    from roboscape_r.worldmodel.evaluate_report import FRAME_METRICS, REFERENCES, summarize_open_loop
+
+    nan = float("nan")
+    scores = {ref: {m: torch.zeros(4, 1) for m in FRAME_METRICS} for ref in REFERENCES}
+    scores.update({f"moving/{ref}": {m: torch.zeros(4, 1) for m in FRAME_METRICS} for ref in REFERENCES})
+    scores["moving/pixel_fraction"] = {"value": torch.zeros(4, 1)}
+    scores["copy_last"]["psnr"] = torch.tensor([[100.0], [20.0], [22.0], [24.0]])  # window 0 is still
+    scores["model"]["psnr"] = torch.tensor([[40.0], [22.0], [24.0], [26.0]])
+    scores["moving/copy_last"]["psnr"] = torch.tensor([[nan], [10.0], [11.0], [12.0]])
+    scores["moving/model"]["psnr"] = torch.tensor([[nan], [13.0], [14.0], [15.0]])
+    open_loop = {"scores": scores, "steps": [8], "control_true": torch.zeros(4), "control_shuffled": torch.zeros(4)}
+    difference = summarize_open_loop(open_loop, np.arange(4), (8,), 8, "other", 500, 0)["open_loop"]["8"]["vs_copy_last"]
+    assert difference["model"] == "model"
+    full = difference["full"]
+    assert full["psnr_diff"] == pytest.approx((-60 + 2 + 2 + 2) / 4)  # one still window outweighs three wins
+    low, high = full["psnr_diff_ci95"]
+    assert -60 < low < full["psnr_diff"] < high == pytest.approx(2)  # the interval spans a loss and the wins
+    moving = difference["moving"]  # windows without motion do not count
+    assert moving["psnr_diff"] == pytest.approx(3.0) and moving["psnr_diff_ci95"] == pytest.approx([3.0, 3.0])
+    scores["model_context"] = {m: v.clone() for m, v in scores["copy_last"].items()}
+    scores["moving/model_context"] = {m: v.clone() for m, v in scores["moving/copy_last"].items()}
+    drawn = summarize_open_loop(open_loop, np.arange(4), (8,), 8, "other", 50, 0)["open_loop"]["8"]["vs_copy_last"]
+    assert drawn["model"] == "model_context" and drawn["full"]["psnr_diff"] == 0.0  # the context decoder's frames count
+
+
 def test_token_change_rates_count_kept_still_cells_and_changed_moving_cells():
     from roboscape_r.worldmodel.evaluate import token_change_rates
 

@@ -173,7 +173,14 @@ def wm_quality_blocks(metrics: dict | None) -> list[Block]:
         rates = (entry or {}).get("tokens") or {}
         return f"{number(rates.get('still_kept'), 2)} / {number(rates.get('changed_changed'), 2)}"
 
-    full, moving, moved_windows, tokens = [], [], [], []
+    def difference_cell(entry: dict | None) -> str:
+        difference = ((entry or {}).get("vs_copy_last") or {}).get("full")
+        if not difference:
+            return "-"
+        low, high = difference["psnr_diff_ci95"]
+        return f"{difference['psnr_diff']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+    full, moving, moved_windows, tokens, differences = [], [], [], [], []
     for split in split_keys(splits):
         entry = splits[split]
         open_loop = entry.get("open_loop", {})
@@ -181,12 +188,18 @@ def wm_quality_blocks(metrics: dict | None) -> list[Block]:
         moving.append([split] + [moving_cell(open_loop.get(h)) for h in horizons])
         moved_windows.append([split] + [moved_windows_cell(open_loop.get(h)) for h in horizons])
         tokens.append([split] + [tokens_cell(open_loop.get(h)) for h in horizons])
+        differences.append([split] + [difference_cell(open_loop.get(h)) for h in horizons])
     blocks.append(table(["split", "windows"] + [f"PSNR @ {h} steps" for h in horizons], full,
                         "Full-frame PSNR (dB): model / model anchored / copy-last / tokenizer recon"))
     if "moved_windows" in first:  # eval-wm runs before it existed lack it
         blocks.append(table(["split"] + [f"moved windows PSNR @ {h}" for h in horizons], moved_windows,
                             "Full-frame PSNR (dB) over only the windows in which some pixel moved (a still window gives "
                             "copy-last the PSNR cap), same columns, and how many windows that is"))
+    if "vs_copy_last" in first:  # eval-wm runs before it existed lack it
+        compared = "drawn on the last real frame" if first["vs_copy_last"]["model"] == CONTEXT_REFERENCE else "plain"
+        blocks.append(table(["split"] + [f"model - copy-last @ {h}" for h in horizons], differences,
+                            f"Full-frame PSNR of the model's prediction ({compared}) minus copy-last's, window by window "
+                            "(dB), with its 95% bootstrap interval over windows"))
     if "tokens" in first:  # eval-wm runs before it existed lack it
         blocks.append(table(["split"] + [f"tokens @ {h}" for h in horizons], tokens,
                             "WM_act's token grids against the real ones: the share of cells that stay the same in the real "

@@ -36,6 +36,22 @@ def _mean_or_none(values: torch.Tensor | np.ndarray) -> float | None:
     return None if mean is None or not np.isfinite(mean) else mean
 
 
+def _difference_from_copy_last(scores: dict[str, Any], references: tuple[str, ...], members: np.ndarray, column: int,
+                               bootstrap_samples: int, seed: int) -> dict[str, Any]:
+    """Mean PSNR of the best prediction (drawn on the context frame when there is one) minus copy-last's,
+    window by window, with its 95% bootstrap interval over windows: full frames and moving pixels.
+
+    A few still windows, where copy-last scores the PSNR cap, can decide a split's mean; the interval
+    says how much the comparison rests on which windows were drawn."""
+    model = CONTEXT_REFERENCE if CONTEXT_REFERENCE in references else "model"
+    result: dict[str, Any] = {"model": model}
+    for name, prefix in (("full", ""), ("moving", "moving/")):
+        diff = (scores[f"{prefix}{model}"]["psnr"][members, column] - scores[f"{prefix}copy_last"]["psnr"][members, column])
+        ci = M.bootstrap_mean_ci(np.asarray(diff), samples=bootstrap_samples, seed=seed)
+        result[name] = None if ci is None else {"psnr_diff": ci[0], "psnr_diff_ci95": [ci[1], ci[2]]}
+    return result
+
+
 def summarize_open_loop(open_loop: dict[str, Any], members: np.ndarray, horizons: tuple[int, ...],
                         control_horizon: int, shuffle_kind: str, bootstrap_samples: int, seed: int) -> dict[str, Any]:
     """Means over the windows `members` (indices) of every open-loop score, per horizon, and the
@@ -58,6 +74,7 @@ def summarize_open_loop(open_loop: dict[str, Any], members: np.ndarray, horizons
         entry["moved_windows"] = {ref: {m: _mean_or_none(scores[ref][m][changed, column]) for m in FRAME_METRICS}
                                   for ref in references}
         entry["moved_windows"]["windows"] = int(len(changed))
+        entry["vs_copy_last"] = _difference_from_copy_last(scores, references, members, column, bootstrap_samples, seed)
         if "tokens" in open_loop:  # see evaluate.token_change_rates
             entry["tokens"] = {name: _mean_or_none(values[members, column])
                                for name, values in open_loop["tokens"].items()}
