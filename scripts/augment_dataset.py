@@ -2,8 +2,9 @@
 
 A world model trained on a few scenes learns what they look like at each place of the token grid
 and, shown an unfamiliar scene, draws a familiar one instead of keeping what does not move
-(`eval-wm`'s token keep rates: 82-94% of still cells kept in-domain and under new object
-colours, sizes and distractors, 18-37% under an unseen camera, lighting or table). An augmented copy shows it the same motions looking otherwise:
+(`eval-wm`'s token keep rates: 82-94% of still cells kept in-domain and under new object colours,
+sizes and distractors, 18-37% under an unseen camera, lighting or table). An augmented copy shows
+it the same motions looking otherwise (`roboscape_r.tokenizer.augment.augment_episode`):
 
 * ``--recolour``: the tokenizer's photometric augmentation (brightness, contrast, per-channel
   gain, channel permutations);
@@ -23,37 +24,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from roboscape_r.atomic import atomic_write_json
 from roboscape_r.data.format import (iter_episode_meta, manifest_counts, new_manifest, read_episode, read_manifest,
                                      write_shard)
-from roboscape_r.tokenizer.augment import photometric_augment
+from roboscape_r.tokenizer.augment import augment_episode
 
 EPISODES_PER_SHARD = 4
-
-
-def recolour_episode(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (T, H, W, 3) frames recoloured with one draw of `photometric_augment` (torch's global RNG)."""
-    T, H, W, _ = frames.shape
-    wide = frames.permute(1, 0, 2, 3).reshape(1, H, T * W, 3)  # the frames side by side: one image
-    wide = photometric_augment(wide, 1.0)
-    return wide.reshape(H, T, W, 3).permute(1, 0, 2, 3).contiguous()
-
-
-def shift_episode(frames: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """uint8 (T, H, W, 3) frames translated by (dy, dx) pixels (content moves down/right for positive
-    values); the uncovered border repeats the edge pixels."""
-    T, H, W, _ = frames.shape
-    pad = max(abs(dy), abs(dx))
-    if pad == 0:
-        return frames
-    x = F.pad(frames.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
-    top, left = pad - dy, pad - dx
-    return x[:, :, top : top + H, left : left + W].round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def main() -> None:
@@ -76,14 +55,8 @@ def main() -> None:
     batch = []
     for number, (shard, meta) in enumerate(tqdm(rows, desc="augmenting", unit="episode")):
         episode = read_episode(args.source / shard, meta["episode_index"])
-        seed = args.seed * 1_000_003 + meta["episode_index"]
-        torch.manual_seed(seed)
-        frames = torch.from_numpy(episode["frames"])
-        if args.recolour:
-            frames = recolour_episode(frames)
-        if args.shift > 0:
-            dy, dx = np.random.default_rng(seed).integers(-args.shift, args.shift + 1, size=2)
-            frames = shift_episode(frames, int(dy), int(dx))
+        frames = augment_episode(torch.from_numpy(episode["frames"]), recolour=args.recolour, shift=args.shift,
+                                 seed=args.seed * 1_000_003 + meta["episode_index"])
         episode["frames"] = frames.numpy()
         batch.append(episode)
         if len(batch) == EPISODES_PER_SHARD or number == len(rows) - 1:

@@ -49,16 +49,26 @@ def test_an_existing_output_folder_is_refused(tmp_path):
 
 
 def test_a_shift_moves_the_picture_and_repeats_the_edges():
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("augment_dataset", REPO / "scripts" / "augment_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from roboscape_r.tokenizer.augment import shift_episode
+
     frames = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
-    moved = module.shift_episode(frames, 2, -1)
+    moved = shift_episode(frames, 2, -1)
     assert moved.shape == frames.shape and moved.dtype == torch.uint8
     assert torch.equal(moved[:, 2:, :7], frames[:, :6, 1:])  # content moved down 2, left 1
     assert torch.equal(moved[:, 0], moved[:, 2]) and torch.equal(moved[:, :, 7], moved[:, :, 6])  # edges repeated
-    assert torch.equal(module.shift_episode(frames, 0, 0), frames)
+    assert torch.equal(shift_episode(frames, 0, 0), frames)
+
+
+def test_an_episodes_augmentation_depends_on_its_seed_alone():
+    import torch
+
+    from roboscape_r.tokenizer.augment import augment_episode
+
+    frames = torch.randint(0, 256, (4, 8, 8, 3), dtype=torch.uint8)
+    first = augment_episode(frames, recolour=True, shift=2, seed=5)
+    torch.manual_seed(123)  # the global RNG's state before the call does not matter
+    assert torch.equal(augment_episode(frames, recolour=True, shift=2, seed=5), first)
+    assert not torch.equal(augment_episode(frames, recolour=True, shift=2, seed=6), first)
+    assert torch.equal(augment_episode(frames, recolour=False, shift=0, seed=5), frames)

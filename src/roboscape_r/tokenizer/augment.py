@@ -39,3 +39,44 @@ def photometric_augment(frames_uint8: torch.Tensor, prob: float) -> torch.Tensor
     chosen = (torch.rand(B, device=device) < prob)[:, None, None, None]
     out = torch.where(chosen, y.clamp(0, 1), x)
     return (out * 255.0).round().to(torch.uint8)
+
+
+# ------------------------------------------------------------------ whole episodes, for world models
+# A world model trained on a few scenes learns what they look like at each place of the token grid
+# and, shown an unfamiliar scene, draws a familiar one instead of keeping what does not move. An
+# augmented copy of an episode shows it the same motions looking otherwise. Each episode gets one
+# draw for all its frames, so what is still stays still.
+
+
+def recolour_episode(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (T, H, W, 3) frames recoloured with one draw of `photometric_augment` (torch's global RNG)."""
+    T, H, W, _ = frames.shape
+    wide = frames.permute(1, 0, 2, 3).reshape(1, H, T * W, 3)  # the frames side by side: one image
+    wide = photometric_augment(wide, 1.0)
+    return wide.reshape(H, T, W, 3).permute(1, 0, 2, 3).contiguous()
+
+
+def shift_episode(frames: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """uint8 (T, H, W, 3) frames translated by (dy, dx) pixels (content moves down/right for positive
+    values); the uncovered border repeats the edge pixels."""
+    T, H, W, _ = frames.shape
+    pad = max(abs(dy), abs(dx))
+    if pad == 0:
+        return frames
+    x = torch.nn.functional.pad(frames.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+    top, left = pad - dy, pad - dx
+    return x[:, :, top : top + H, left : left + W].round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def augment_episode(frames: torch.Tensor, *, recolour: bool, shift: int, seed: int) -> torch.Tensor:
+    """uint8 (T, H, W, 3) frames recoloured (`recolour`) and/or shifted by up to `shift` pixels each way,
+    one draw per episode, determined by `seed` alone (torch's global RNG is reseeded for the colours)."""
+    if recolour:
+        torch.manual_seed(seed)
+        frames = recolour_episode(frames)
+    if shift > 0:
+        import numpy as np
+
+        dy, dx = np.random.default_rng(seed).integers(-shift, shift + 1, size=2)
+        frames = shift_episode(frames, int(dy), int(dx))
+    return frames
