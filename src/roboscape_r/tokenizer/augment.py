@@ -10,6 +10,7 @@ augmented frame (it is an autoencoder), so the augmentation never asks for a wro
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -75,8 +76,6 @@ def augment_episode(frames: torch.Tensor, *, recolour: bool, shift: int, seed: i
         torch.manual_seed(seed)
         frames = recolour_episode(frames)
     if shift > 0:
-        import numpy as np
-
         dy, dx = np.random.default_rng(seed).integers(-shift, shift + 1, size=2)
         frames = shift_episode(frames, int(dy), int(dx))
     return frames
