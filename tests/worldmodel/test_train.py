@@ -14,6 +14,7 @@ from roboscape_r.worldmodel.train import (
     NonFiniteLossError,
     WMTrainConfig,
     load_world_model,
+    remap_token_ids,
     train_world_model,
 )
 from roboscape_r.worldmodel.world_model import WorldModel
@@ -197,6 +198,40 @@ def test_refusals(tmp_path):
         train_world_model(tiny_train_config(steps=1, resume=False), clips, None, tmp_path / "run")
     with pytest.raises(CheckpointError, match="different config"):
         train_world_model(tiny_train_config(steps=1, lr=1e-4), clips, None, tmp_path / "run")
+
+
+def test_remap_token_ids_permutes_identities_and_keeps_dynamics():
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 64, (16, 5, 3, 3))
+    tokens[:, 2:] = tokens[:, 1:2]  # cells still from frame 1 on
+    remapped = remap_token_ids(tokens, 64, prob=0.5, max_fraction=1.0)
+    changed = (remapped != tokens).flatten(1).any(1)
+    assert 0 < int(changed.sum()) < 16  # some clips scrambled, some left
+    for clip, new in zip(tokens, remapped):
+        table = {}
+        for old_id, new_id in zip(clip.flatten().tolist(), new.flatten().tolist()):
+            assert table.setdefault(old_id, new_id) == new_id  # one mapping for the whole clip
+        assert len(set(table.values())) == len(table)  # a bijection: nothing merged
+        # still stays still and change stays change
+        assert torch.equal(new[1:] == new[:-1], clip[1:] == clip[:-1])
+    assert torch.equal(remap_token_ids(tokens, 64, prob=0.0, max_fraction=1.0), tokens)
+    torch.manual_seed(1)
+    first = remap_token_ids(tokens, 64, prob=0.5, max_fraction=0.5)
+    torch.manual_seed(1)
+    assert torch.equal(first, remap_token_ids(tokens, 64, prob=0.5, max_fraction=0.5))
+
+
+def test_token_remap_training_is_seeded_and_changes_what_is_learnt(tmp_path):
+    clips = make_clips()
+    runs = {name: train_world_model(tiny_train_config(**overrides), clips, None, tmp_path / name)
+            for name, overrides in [("a", dict(token_remap_prob=1.0)), ("b", dict(token_remap_prob=1.0)), ("plain", {})]}
+    weights = {name: load_world_model(run.checkpoint).state_dict() for name, run in runs.items()}
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert not all(torch.equal(weights["a"][k], weights["plain"][k]) for k in weights["a"])
+    with pytest.raises(ValueError, match="token_remap_prob"):
+        tiny_train_config(token_remap_prob=1.5)
+    with pytest.raises(ValueError, match="token_remap_fraction"):
+        tiny_train_config(token_remap_fraction=0.0)
 
 
 DDP_SCRIPT = textwrap.dedent(

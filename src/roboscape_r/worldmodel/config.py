@@ -171,6 +171,15 @@ class WMTrainConfig(RunOptions):
     init_weights: str | None = None
     """Start from this world-model checkpoint's weights (fine-tuning; same kind and architecture)
     instead of a random initialisation. Ignored when resuming from the run's own checkpoints."""
+    token_remap_prob: float = 0.0
+    """Share of training clips whose token identities are scrambled (`remap_token_ids`): a random
+    subset of the codebook is permuted among itself, the same way in every frame and cell of the
+    clip. What stays still stays still and what changes still changes, but a token no longer says
+    what the scene looks like at its place, so the model must keep what it is shown rather than
+    redraw the scenes it was trained on. 0 (the default) leaves every clip as it is."""
+    token_remap_fraction: float = 0.5
+    """Largest share of the codebook permuted in a scrambled clip; each clip draws its share
+    uniformly from (0, token_remap_fraction]."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_last"):
@@ -192,6 +201,9 @@ class WMTrainConfig(RunOptions):
             raise ValueError("WMTrainConfig.warmup_steps and num_workers must be >= 0")
         if self.run_steps is not None and self.run_steps < 1:
             raise ValueError(f"WMTrainConfig.run_steps must be >= 1 or None, got {self.run_steps}")
+        if not 0.0 <= self.token_remap_prob <= 1.0 or not 0.0 < self.token_remap_fraction <= 1.0:
+            raise ValueError(f"WMTrainConfig: need 0 <= token_remap_prob <= 1 and 0 < token_remap_fraction <= 1, "
+                             f"got {self.token_remap_prob}, {self.token_remap_fraction}")
         if self.done_key not in ("success", "done"):
             raise ValueError(f"WMTrainConfig.done_key must be 'success' or 'done', got {self.done_key!r}")
 

@@ -436,9 +436,38 @@ def _collate(
         if tuple(actions.shape) != (B, T, model_config.action_dim):
             raise ValueError(f"clip actions must be (T, {model_config.action_dim}), got {tuple(actions.shape[1:])}")
         actions = actions.to(device)
+    if config.token_remap_prob > 0:
+        tokens = remap_token_ids(tokens, model_config.codebook_size, config.token_remap_prob, config.token_remap_fraction)
     done = crops(config.done_key, np.float32).to(device)  # (B, T)
     instructions = [str(c.get("instruction", "")) for c in clips]
     return tokens, actions, done, instructions
+
+
+def remap_token_ids(tokens: torch.Tensor, codebook_size: int, prob: float, max_fraction: float) -> torch.Tensor:
+    """Scramble the token identities of a random share `prob` of the clips (training augmentation).
+
+    For each chosen clip a random subset of the codebook (a share drawn uniformly from
+    (0, max_fraction]) is permuted among itself, and the permutation is applied to every cell of
+    every frame of that clip. It is a bijection, so a cell that keeps its token keeps it and a
+    cell that changes still changes: the clip's dynamics are intact, only what each token looks
+    like has moved. Draws from the global torch RNG (seeded per step by the trainer).
+
+    Args:
+        tokens: long (B, T, h, w) token ids in [0, codebook_size).
+        codebook_size: number of token ids.
+        prob: probability that a clip is scrambled.
+        max_fraction: largest share of the codebook that is permuted.
+
+    Returns:
+        long (B, T, h, w): a new tensor; unchosen clips are unchanged.
+    """
+    B = tokens.shape[0]
+    tables = torch.arange(codebook_size, device=tokens.device).repeat(B, 1)  # (B, V): identity per clip
+    for b in torch.nonzero(torch.rand(B) < prob).flatten().tolist():  # a few clips a step, not per-token work
+        count = max(2, int(torch.rand(()) * max_fraction * codebook_size))
+        chosen = torch.randperm(codebook_size)[:count]
+        tables[b, chosen.to(tokens.device)] = chosen[torch.randperm(count)].to(tokens.device)
+    return torch.gather(tables, 1, tokens.flatten(1)).view_as(tokens)
 
 
 def _clip_length(clip: dict[str, Any], index: int) -> int:
