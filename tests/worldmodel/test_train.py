@@ -95,9 +95,10 @@ def test_overfits_a_handful_of_clips(tmp_path):
     assert any((tmp_path / "tb").iterdir())
 
 
-def test_resume_after_a_kill_equals_a_straight_run(tmp_path):
+@pytest.mark.parametrize("token_remap_prob", [0.0, 0.5])
+def test_resume_after_a_kill_equals_a_straight_run(tmp_path, token_remap_prob):
     clips = make_clips()
-    config = tiny_train_config(model=tiny_config(dropout=0.1))
+    config = tiny_train_config(model=tiny_config(dropout=0.1), token_remap_prob=token_remap_prob)
     straight = train_world_model(config, clips, None, tmp_path / "straight")
 
     killed = ScriptedDataset(clips, after_calls=1 + 3 * 4)  # 1 peek + 3 steps of 4 clips
